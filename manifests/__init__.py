@@ -1,0 +1,1 @@
+"""The per-sample ledger as Parquet: schema, writing, reading, inspection."""
