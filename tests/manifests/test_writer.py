@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from curation import schema as rec
+from manifests.inspect import format_summary, summarize
+from manifests.reader import read_manifest
+from manifests.writer import ManifestWriter
+
+
+def test_parts_have_fixed_sizes_and_every_reader_agrees(tmp_path: Path):
+    schema = rec.manifest_schema(rec.record_schema({"quality.blur": pa.float64()}))
+    rows = [rec.new_record("a" if i % 3 else "b", f"k{i}", 1) for i in range(25)]
+    for r in rows[:7]:
+        rec.drop(r, "decode", "truncated")
+    rows.sort(key=lambda r: r["sample_id"])
+    w = ManifestWriter(str(tmp_path), schema, rows_per_part=10)
+    for i in range(0, 25, 4):
+        w.add(rec.to_table(rows[i : i + 4], schema))
+    parts = w.close()
+    assert parts == [f"manifest/part-0000{i}.parquet" for i in range(3)]
+    table = read_manifest(str(tmp_path))
+    assert table.num_rows == 25 and table.column("sample_id").to_pylist() == [r["sample_id"] for r in rows]
+    assert len(pd.read_parquet(tmp_path / "manifest")) == 25
+    n = duckdb.sql(f"select count(*) from '{tmp_path}/manifest/*.parquet' where status = 'dropped'").fetchall()[0][0]
+    assert n == 7
+    s = summarize(table)
+    assert s["inputs"] == 25 and s["kept"] == 18 and s["dropped"] == 7
+    for src, c in s["per_source"].items():
+        assert c["in"] == c["kept"] + c["dropped"]
+    assert s["dropped_by_reason"] == [{"drop_stage": "decode", "drop_reason": "truncated", "count": 7}]
+    assert "truncated" in format_summary(s)
+
+
+def test_empty_manifest_still_writes_one_part(tmp_path: Path):
+    schema = rec.manifest_schema(rec.record_schema())
+    assert ManifestWriter(str(tmp_path), schema).close() == ["manifest/part-00000.parquet"]
+    assert read_manifest(str(tmp_path)).num_rows == 0
