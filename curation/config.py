@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from curation.config_base import Strict
+from stages.bucketing import BucketingConfig
+from stages.dedup.config import DedupConfig
 
 
 class SourceConfig(Strict):
@@ -76,6 +76,8 @@ class PipelineConfig(Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     output: str = Field(description="Output folder: shards/, manifest/ and the run's records.")
     decode: DecodeConfig = DecodeConfig()
+    dedup: DedupConfig = DedupConfig()
+    bucketing: BucketingConfig = BucketingConfig()
     shards: ShardConfig = ShardConfig()
     ray: RayConfig = RayConfig()
     seed: int = 0

@@ -139,7 +139,7 @@ def generate(root: Path, n_images: int = 120, seed: int = 0) -> dict:
             kind = ["resized", "reencoded", "cropped", "brightened", "grayscale"][j % 6 - 1]
             name, data, case = f"{kind}_{i:04d}.jpg", near_duplicate_variants(im)[kind], f"near_duplicate_{kind}"
         (laion / "images" / name).write_bytes(data)
-        rows.append({"path": f"images/{name}", "caption": cap + " (stock image)", "key": name})
+        rows.append({"path": f"images/{name}", "caption": cap.capitalize() + ".", "key": name})
         truth.add(case, "laion", f"laion.parquet:{len(rows) - 1}")
     for k in range(n_images // 4):
         im = synthetic_photo(rng, (640, 480))

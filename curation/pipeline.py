@@ -33,7 +33,7 @@ from curation.stage import Stage
 from manifests.inspect import format_summary, inspect_run
 from manifests.writer import write_manifest
 from stages.analyze import AnalyzeStage
-from stages.bucket_stage import BucketStage, render_row
+from stages.bucket_stage import BucketRenderer, BucketStage
 from stages.dedup_apply import DECISION_RENAMES, ApplyDedupStage
 from stages.ingest import IngestStage
 from stages.shards import TEXT_BUCKET, ShardInfo, shard_index, shards_for_bucket, write_shard
@@ -76,7 +76,7 @@ class Pipeline:
         self.ingest = IngestStage(cfg.sources)
         self.analysis = build_analysis_stages(cfg)
         self.apply_dedup = ApplyDedupStage()
-        self.bucket = BucketStage(cfg.bucketing, cfg.decode)
+        self.bucket = BucketStage(cfg.bucketing)
         stages: list[Stage] = [self.ingest, *self.analysis, self.apply_dedup, self.bucket]
         extra: dict[str, pa.DataType] = {}
         for s in stages:
@@ -148,7 +148,8 @@ class Pipeline:
         return ray.data.read_parquet(self.path(RECORDS_DIR), schema=self.schema)
 
     def identify(self) -> bool:
-        if not self.cfg.dedup.enabled:
+        d = self.cfg.dedup
+        if not (d.exact or d.pixels or d.phash or d.text or d.captions):
             return False
         from curation.dedup_job import identify_duplicates
 
@@ -181,10 +182,9 @@ class Pipeline:
         n_shards = {b: shards_for_bucket(n, _bytes_per_sample(b), self.cfg.shards.max_samples, self.cfg.shards.max_bytes)
                     for b, n in counts.items()}  # fmt: skip
         assigned = kept.map_batches(_assign_shards, fn_args=(n_shards,), batch_format="pyarrow")
-        writer = _ShardGroupWriter(self.out, self.schema, self.score_columns, self.cfg)
-        written = assigned.groupby(["bucket", SHARD_COLUMN], num_partitions=self.shuffle_partitions()).map_groups(
-            writer, batch_format="pyarrow"
-        ).materialize()
+        groups = assigned.groupby(["bucket", SHARD_COLUMN], num_partitions=self.shuffle_partitions())
+        written = groups.map_groups(_write_shard_group, batch_format="pyarrow",
+                                    fn_args=(self.out, self.schema, self.score_columns, self.cfg)).materialize()  # fmt: skip
         return written, self.read_shard_infos()
 
     def read_shard_infos(self) -> list[ShardInfo]:
@@ -229,18 +229,15 @@ def _assign_shards(batch: pa.Table, n_shards: dict[str, int]) -> pa.Table:
     return batch.append_column(SHARD_COLUMN, pa.array(idx, pa.int32()))
 
 
-class _ShardGroupWriter:
-    """Writes the tar of one (bucket, shard) group and its info record; returns the group's rows."""
-
-    def __init__(self, out: str, schema: pa.Schema, score_columns: list[str], cfg: PipelineConfig):
-        self.out, self.schema, self.score_columns, self.cfg = out, schema, score_columns, cfg
-
-    def __call__(self, group: pa.Table) -> pa.Table:
-        rows = group.drop_columns([SHARD_COLUMN]).to_pylist()
-        bucket = rows[0]["bucket"]
-        index = group.column(SHARD_COLUMN)[0].as_py()
-        render = None if bucket == TEXT_BUCKET else (lambda row: render_row(row, self.cfg.bucketing, self.cfg.decode))
-        rows, info = write_shard(rows, self.out, bucket, index, render, self.score_columns)
-        if info is not None:
-            write_json(self.out, info.shard.replace(".tar", ".info.json"), vars(info))
-        return rec.to_table(rows, self.schema)
+def _write_shard_group(
+    group: pa.Table, out: str, schema: pa.Schema, score_columns: list[str], cfg: PipelineConfig
+) -> pa.Table:
+    """Write the tar of one (bucket, shard) group and its info record; return the group's rows."""
+    rows = group.drop_columns([SHARD_COLUMN]).to_pylist()
+    bucket = rows[0]["bucket"]
+    index = group.column(SHARD_COLUMN)[0].as_py()
+    render = None if bucket == TEXT_BUCKET else BucketRenderer(cfg.bucketing, cfg.decode)
+    rows, info = write_shard(rows, out, bucket, index, render, score_columns)
+    if info is not None:
+        write_json(out, info.shard.replace(".tar", ".info.json"), vars(info))
+    return rec.to_table(rows, schema)

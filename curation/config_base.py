@@ -1,0 +1,7 @@
+"""The base of every config class: unknown keys are errors, assignments are validated."""
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
