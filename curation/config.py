@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from curation.config_base import Strict
+from filters.config import FiltersConfig
 from stages.bucketing import BucketingConfig
 from stages.dedup.config import DedupConfig
 
@@ -76,6 +77,7 @@ class PipelineConfig(Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     output: str = Field(description="Output folder: shards/, manifest/ and the run's records.")
     decode: DecodeConfig = DecodeConfig()
+    filters: FiltersConfig = FiltersConfig()
     dedup: DedupConfig = DedupConfig()
     bucketing: BucketingConfig = BucketingConfig()
     shards: ShardConfig = ShardConfig()

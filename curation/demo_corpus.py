@@ -161,7 +161,9 @@ def generate(root: Path, n_images: int = 120, seed: int = 0) -> dict:
                 members.append((f"{key}.txt", cap.encode()))
                 data = (web / f"img_{i:04d}.jpg").read_bytes() if k % 2 == 0 else jpeg(im.resize((im.width // 2, im.height // 2)), 85)
                 members.append((f"{key}.jpg", data))
-                truth.add("exact_duplicate" if k % 2 == 0 else "near_duplicate_resized", "old", f"{t:03d}.tar/{key}")
+                # old has the highest priority: its copies survive and the web originals are dropped.
+                case = "survivor_exact_copy" if k % 2 == 0 else "survivor_small_near_copy"
+                truth.add(case, "old", f"{t:03d}.tar/{key}")
             members.sort(key=lambda m: (m[0].split(".")[1], m[0]))  # all .jpg first, then all .txt
             for name, data in members:
                 info = tarfile.TarInfo(name)
@@ -187,7 +189,7 @@ def _write_hostile_files(folder: Path, rng: random.Random, truth: GroundTruth) -
         "empty_file": ("empty.png", b"", "an empty file"),
         "too_small": ("tiny.png", png(synthetic_photo(rng, (64, 48))), "a tiny thumbnail"),
         "too_many_pixels": ("bomb.png", png_claiming_size(100_000, 100_000), "a decompression bomb"),
-        "extreme_aspect": ("banner.jpg", jpeg(synthetic_photo(rng, (2400, 200))), "a very wide banner"),
+        "extreme_aspect": ("banner.jpg", jpeg(synthetic_photo(rng, (3000, 400))), "a very wide banner"),
         "alpha_logo_a": ("logo_a.png", png(logo_with_alpha(rng)), "a round logo"),
         "alpha_logo_b": ("logo_b.png", png(logo_with_alpha(rng)), "another round logo"),
         "unsafe_caption_1": ("unsafe_1.jpg", jpeg(synthetic_photo(rng, (640, 480))), UNSAFE_CAPTIONS[0]),

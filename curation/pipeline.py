@@ -29,6 +29,7 @@ from curation import schema as rec
 from curation.config import PipelineConfig
 from curation.provenance import environment, git_commit, package_version, write_config, write_json
 from curation.ray_adapter import map_stage, ray_session
+from curation.registry import analysis_annotators, filter_stages, signature_stages
 from curation.stage import Stage
 from manifests.inspect import format_summary, inspect_run
 from manifests.writer import write_manifest
@@ -62,10 +63,8 @@ class RunResult:
 
 
 def build_analysis_stages(cfg: PipelineConfig) -> list[Stage]:
-    """Stages of phase 1 after ingest. The filters helper and dedup signatures plug in here."""
-    from curation.registry import analysis_annotators, filter_stages
-
-    return [AnalyzeStage(cfg.decode, analysis_annotators(cfg)), *filter_stages(cfg)]
+    """Stages of phase 1 after ingest: decode and annotate, decide, then caption signatures."""
+    return [AnalyzeStage(cfg.decode, analysis_annotators(cfg)), *filter_stages(cfg), *signature_stages(cfg)]
 
 
 class Pipeline:
@@ -85,7 +84,9 @@ class Pipeline:
         self.schema = rec.record_schema(extra)
         for s in stages:
             s.bind(self.schema)
-        self.score_columns = sorted(c for c in extra if "." in c)
+        # Namespaced values go into each sample's .json; binary signatures (MinHash) stay in the manifest.
+        self.score_columns = sorted(c for c, t in extra.items() if "." in c and not pa.types.is_binary(t)
+                                    and not pa.types.is_fixed_size_binary(t))  # fmt: skip
 
     # -- driver-side layout -------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -162,14 +163,18 @@ class Pipeline:
         ds = self.records()
         if has_decisions:
             decisions = ray.data.read_parquet(self.path(DECISIONS_DIR)).rename_columns(DECISION_RENAMES)
-            ds = ds.join(decisions, join_type="left_outer", on=("sample_id",), num_partitions=self.shuffle_partitions())
+            # The records carry empty dedup columns (one schema for every phase); the decisions fill them.
+            ds = ds.drop_columns(list(self.apply_dedup.output_columns)).join(
+                decisions, join_type="left_outer", on=("sample_id",), num_partitions=self.shuffle_partitions()
+            )
         ds = map_stage(ds, self.apply_dedup, self.cfg.ray.batch_size)
         ds = map_stage(ds, self.bucket, self.cfg.ray.batch_size).materialize()
         kept = ds.filter(expr=f"status == '{rec.KEPT}'")
         dropped = ds.filter(expr=f"status != '{rec.KEPT}'")
         written, infos = self.write_shards(kept)
         manifest_schema = rec.manifest_schema(self.schema)
-        rows = dropped.union(written).select_columns(manifest_schema.names).sort("sample_id")
+        rows = (dropped.union(written) if written is not None else dropped).select_columns(manifest_schema.names)
+        rows = rows.sort("sample_id")
         write_manifest(self.out, manifest_schema, rows.iter_batches(batch_format="pyarrow", batch_size=8192))
         self.write_indexes(infos)
         return infos
@@ -177,8 +182,11 @@ class Pipeline:
     def shuffle_partitions(self) -> int:
         return max(2, int(ray.cluster_resources().get("CPU", 2)))
 
-    def write_shards(self, kept: ray.data.Dataset) -> tuple[ray.data.Dataset, list[ShardInfo]]:
+    def write_shards(self, kept: ray.data.Dataset) -> tuple[ray.data.Dataset | None, list[ShardInfo]]:
+        """Write every kept sample into its bucket's shards; None when nothing was kept."""
         counts = {r["bucket"]: r["count()"] for r in kept.groupby("bucket").count().take_all()}
+        if not counts:
+            return None, []
         n_shards = {b: shards_for_bucket(n, _bytes_per_sample(b), self.cfg.shards.max_samples, self.cfg.shards.max_bytes)
                     for b, n in counts.items()}  # fmt: skip
         assigned = kept.map_batches(_assign_shards, fn_args=(n_shards,), batch_format="pyarrow")

@@ -68,8 +68,9 @@ class BucketingConfig(BaseModel):
     quality: int = Field(default=95, ge=1, le=100, description="JPEG/WebP quality; PNG ignores it.")
     resample: ResampleName = Field(
         default="auto",
-        description="Final resize filter. auto: Lanczos up to 512x512 outputs, Hamming above, where Lanczos "
-        "would make 1024 px buckets slower than OpenCV INTER_AREA (bench/results/bucketing.md).",
+        description="Final resize filter. auto: Lanczos for outputs up to 512x512 and for enlargements, Hamming "
+        "for larger reductions, where Lanczos would make 1024 px buckets slower than img2dataset's OpenCV "
+        "INTER_AREA (bench/results/bucketing.md).",
     )
     reducing_gap: float | None = Field(
         default=2.0,

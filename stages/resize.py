@@ -11,7 +11,8 @@ Speed comes from never touching more pixels than needed:
   it costs little quality (about 0.5 dB PSNR against a full decode, bench/results/bucketing.md).
 - What is left is resized from the crop box only (``resize(box=...)``), after an integer
   ``reduce`` when the remaining factor is at least ``reducing_gap`` (non-JPEG sources).
-- The final filter is Lanczos for outputs up to 512x512 and Hamming above (``resample="auto"``):
+- The final filter is Lanczos for outputs up to 512x512 and for enlargements, Hamming for larger
+  reductions (``resample="auto"``):
   at scale factors between 1/2 and 1, where neither of the steps above applies, Lanczos costs
   about 1.7x Hamming and made 1024 px outputs slower than OpenCV's INTER_AREA, while Hamming is
   still sharper than INTER_AREA (bench/results/bucketing.md has the figures).
@@ -23,7 +24,7 @@ import io
 import math
 from typing import Literal
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from stages.decode import display_size, exif_orientation, to_rgb
 
@@ -102,7 +103,7 @@ def render(
     rgb, _ = to_rgb(upright)
     resized = rgb.resize(
         size,
-        _filter(resample, size),
+        _filter(resample, size, enlarges=scale > 1),
         box=tuple(c / reduction for c in box),
         reducing_gap=reducing_gap,
     )
@@ -125,7 +126,8 @@ def _draft_reduction(image: Image.Image, scale: float) -> int:
     every EXIF orientation, where asking for the bucket's width and height would be wrong for
     rotated photos.
     """
-    if image.format != "JPEG" or scale >= 0.5:
+    # isinstance, not format == "JPEG": camera MPO files are JPEGs too.
+    if not isinstance(image, JpegImagePlugin.JpegImageFile) or scale >= 0.5:
         return 1
     width, height = image.size
     drafted = image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
@@ -135,7 +137,8 @@ def _draft_reduction(image: Image.Image, scale: float) -> int:
     return round(width / drafted_width)
 
 
-def _filter(resample: ResampleName, size: tuple[int, int]) -> Image.Resampling:
+def _filter(resample: ResampleName, size: tuple[int, int], enlarges: bool) -> Image.Resampling:
     if resample == "auto":
-        resample = "lanczos" if size[0] * size[1] <= AUTO_LANCZOS_MAX_PIXELS else "hamming"
+        # Hamming's one-pixel support only pays off when shrinking; enlarging, it is close to bilinear.
+        resample = "lanczos" if enlarges or size[0] * size[1] <= AUTO_LANCZOS_MAX_PIXELS else "hamming"
     return _FILTERS[resample]

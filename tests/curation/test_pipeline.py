@@ -75,8 +75,11 @@ def test_planted_problems_get_their_reasons(demo_run):
     assert reason("not_an_image") == {"not_an_image"}
     assert reason("empty_file") == {"empty_file"}
     assert reason("too_many_pixels") == {"too_many_pixels"}
-    assert reason("too_small") == {"too_small"}
-    assert reason("extreme_aspect") == {"crop_too_large"}
+    assert reason("too_small") == {"image_too_small"}
+    assert reason("extreme_aspect") == {"aspect_ratio_too_extreme"}
+    assert reason("unsafe_caption_1") == reason("unsafe_caption_2") == {"caption_blocklisted"}
+    assert reason("exact_duplicate") == {"dup_exact"}
+    assert reason("survivor_exact_copy") == {None}  # the highest-priority source's copy wins
 
 
 def test_run_writes_provenance_and_refuses_to_overwrite(demo_run):

@@ -1,0 +1,267 @@
+"""The per-block steps of the identify job, as plain functions over Arrow tables (curation.dedup_job runs
+them on Ray). Each takes one block or one group-by partition, so none needs more than that in memory."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation import schema as rec
+from stages.dedup.banding import (
+    MINHASH_SPACES,
+    Space,
+    bucket_ids,
+    lsh_params,
+    minhash_bands,
+    mix64,
+    phash_bands,
+    phash_subbands,
+    signature_digest,
+)
+from stages.dedup.candidates import search_buckets
+from stages.dedup.components import components
+from stages.dedup.config import DedupConfig
+from stages.dedup.minhash import is_empty_signature, jaccard_estimate, signatures_from_arrow
+from stages.dedup.signatures import MINHASH, PHASH, PIXEL_HASH, hamming
+from stages.dedup.survivor import MEMBER_SCHEMA
+
+# Record columns the job reads (the signature columns only when their kind of dedup is on).
+RECORD_COLUMNS = [
+    "sample_id",
+    "source",
+    "source_priority",
+    "status",
+    "width",
+    "height",
+    "caption",
+    "image_path",
+    "image_bytes",
+]
+ATTRIBUTE_SCHEMA = MEMBER_SCHEMA.remove(MEMBER_SCHEMA.get_field_index("cluster"))
+BAND_SCHEMA = pa.schema(
+    [
+        ("part", pa.int64()),
+        ("bucket", pa.uint64()),
+        ("signature", pa.uint64()),  # what must be equal (exact spaces) or is verified (pHash)
+        ("key", pa.int64()),
+        ("space", pa.int8()),
+        ("band", pa.int8()),
+    ]
+)
+EDGE_SCHEMA = pa.schema(
+    [
+        ("a", pa.int64()),
+        ("b", pa.int64()),
+        ("space", pa.int8()),
+        # Set on the one statistics row each partition adds (a and b null there).
+        ("pathological_buckets", pa.int64()),
+        ("largest_bucket", pa.int64()),
+    ]
+)
+
+
+def signature_columns(cfg: DedupConfig) -> list[str]:
+    """The signature columns the enabled kinds of dedup need from the records."""
+    wanted = [("sha256", cfg.exact), (PIXEL_HASH, cfg.pixels), (PHASH, cfg.phash), (MINHASH, cfg.text or cfg.captions)]
+    return [name for name, on in wanted if on]
+
+
+def row_key(sample_id: str) -> int:
+    """A compact int64 stand-in for sample_id in shuffles (64-bit BLAKE2b: a collision among a billion
+    rows has probability ~3e-2 / 1e3 = 3e-5; it would only put two rows in one cluster's member list)."""
+    return int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def attributes(records: pa.Table, cfg: DedupConfig) -> pa.Table:
+    """Kept records reduced to what clustering and the survivor rule need."""
+    kept = records.filter(pc.equal(records["status"], rec.KEPT))
+    n = kept.num_rows
+
+    def column(name: str, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
+        return kept[name].cast(type_) if name in kept.column_names else pa.nulls(n, type_)
+
+    area = pc.multiply(column("width", pa.int64()).fill_null(0), column("height", pa.int64()).fill_null(0))
+    text_only = pc.and_(pc.is_null(kept["image_path"]), pc.is_null(kept["image_bytes"]))
+    return pa.table(
+        {
+            "key": pa.array([row_key(s) for s in kept["sample_id"].to_pylist()], pa.int64()),
+            "sample_id": kept["sample_id"],
+            "source": kept["source"],
+            "source_priority": column("source_priority", pa.int64()).fill_null(0),
+            "area": area,
+            "sha256": column("sha256", pa.string()),
+            "pixel_hash": column(PIXEL_HASH, pa.string()),
+            "phash": column(PHASH, pa.int64()),
+            "caption": kept["caption"],
+            "minhash": column(MINHASH, pa.binary()) if MINHASH in kept.column_names else pa.nulls(n, pa.binary()),
+            "text_only": text_only,
+        },
+        schema=ATTRIBUTE_SCHEMA,
+    )
+
+
+def band_rows_per_record(cfg: DedupConfig) -> int:
+    """Upper bound of band rows one record emits: sizes the group-by partitions."""
+    return int(cfg.exact) + int(cfg.pixels) + (cfg.phash_radius + 1) * int(cfg.phash) + lsh_params(
+        cfg.threshold, cfg.num_perm
+    )[0] * int(cfg.text or cfg.captions)
+
+
+def _hex_prefix(values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(valid rows, uint64 of the first 16 hex digits) of a hex-string column."""
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    prefixes = [int(v[:16], 16) for v in values.filter(values.is_valid()).to_pylist()]
+    return np.flatnonzero(valid), np.array(prefixes, dtype=np.uint64)
+
+
+def band_rows(attrs: pa.Table, cfg: DedupConfig, partitions: int) -> pa.Table:
+    """Every signature of a block as band keys, each tagged with its group-by partition."""
+    keys = attrs["key"].to_numpy()
+    pieces: list[tuple[Space, int, np.ndarray, np.ndarray, np.ndarray]] = []  # space, band, rows, value, sig
+    for enabled, space, name in ((cfg.exact, Space.SHA256, "sha256"), (cfg.pixels, Space.PIXELS, "pixel_hash")):
+        if enabled:
+            rows, prefix = _hex_prefix(attrs[name])
+            pieces.append((space, 0, rows, prefix, prefix))
+    if cfg.phash:
+        rows = np.flatnonzero(attrs["phash"].is_valid().to_numpy(zero_copy_only=False))
+        phash = attrs["phash"].filter(attrs["phash"].is_valid()).to_numpy().view(np.uint64)
+        for band, values in enumerate(phash_bands(phash, cfg.phash_radius).T):
+            pieces.append((Space.PHASH, band, rows, values, phash))
+    if cfg.text or cfg.captions:
+        signatures = signatures_from_arrow(attrs["minhash"], cfg)
+        text_only = attrs["text_only"].to_numpy(zero_copy_only=False)
+        has_text = ~is_empty_signature(signatures)
+        bands, rows_per_band = lsh_params(cfg.threshold, cfg.num_perm)
+        for enabled, space, selected in ((cfg.text, Space.TEXT, text_only), (cfg.captions, Space.CAPTION, ~text_only)):
+            rows = np.flatnonzero(has_text & selected)
+            if not enabled or not len(rows):
+                continue
+            digest = signature_digest(signatures[rows])
+            for band, values in enumerate(minhash_bands(signatures[rows], bands, rows_per_band).T):
+                pieces.append((space, band, rows, values, digest))
+    if not pieces:
+        return BAND_SCHEMA.empty_table()
+    bucket = np.concatenate([bucket_ids(space, band, values) for space, band, _, values, _ in pieces])
+    return pa.table(
+        {
+            "part": (bucket % np.uint64(partitions)).astype(np.int64),
+            "bucket": bucket,
+            "signature": np.concatenate([sig for *_, sig in pieces]),
+            "key": np.concatenate([keys[rows] for _, _, rows, _, _ in pieces]),
+            "space": np.concatenate([np.full(len(rows), space, np.int8) for space, _, rows, _, _ in pieces]),
+            "band": np.concatenate([np.full(len(rows), band, np.int8) for _, band, rows, _, _ in pieces]),
+        },
+        schema=BAND_SCHEMA,
+    )
+
+
+def edges_in_partition(bands: pa.Table, cfg: DedupConfig) -> pa.Table:
+    """Edges of one group-by partition: identical signatures, pHash pairs verified within the radius, and
+    MinHash candidate pairs (verified later, by `verify_minhash_clusters`). Plus one statistics row."""
+    bucket = bands["bucket"].to_numpy()
+    signature = bands["signature"].to_numpy()
+    key = bands["key"].to_numpy()
+    space = bands["space"].to_numpy()
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    # Exact and MinHash spaces: identical signatures, then the capped window over MinHash buckets.
+    others = np.flatnonzero(space != Space.PHASH)
+    search = search_buckets(bucket[others], signature[others], key[others], cfg.band_bucket_cap)
+    pairs.append((others[search.identical[0]], others[search.identical[1]]))
+    for i, j in search.window_pairs():
+        i, j = others[i], others[j]
+        keep = np.isin(space[i], MINHASH_SPACES) & (space[i] == space[j])
+        pairs.append((i[keep], j[keep]))
+
+    # pHash: identical hashes per band bucket, then distinct hashes matched on (band, sub-band) keys.
+    phash = np.flatnonzero(space == Space.PHASH)
+    by_band = search_buckets(bucket[phash], signature[phash], key[phash], cfg.band_bucket_cap)
+    pairs.append((phash[by_band.identical[0]], phash[by_band.identical[1]]))
+    heads = phash[by_band.heads]
+    sub = phash_subbands(signature[heads], bands["band"].to_numpy()[heads], cfg.phash_radius)
+    parent = mix64(bucket[heads])
+    sub_bucket = np.concatenate([bucket_ids(Space.PHASH, 64 + j, parent ^ sub[:, j]) for j in range(sub.shape[1])])
+    rows = np.tile(heads, sub.shape[1])
+    by_sub_band = search_buckets(sub_bucket, signature[rows], key[rows], cfg.band_bucket_cap)
+    pairs.append((rows[by_sub_band.identical[0]], rows[by_sub_band.identical[1]]))
+    for i, j in by_sub_band.window_pairs():
+        i, j = rows[i], rows[j]
+        keep = hamming(signature[i], signature[j]) <= cfg.phash_radius
+        pairs.append((i[keep], j[keep]))
+
+    i = np.concatenate([p[0] for p in pairs])
+    j = np.concatenate([p[1] for p in pairs])
+    a, b = key[i], key[j]
+    edges = pa.table(
+        {
+            "a": np.minimum(a, b),
+            "b": np.maximum(a, b),
+            "space": space[i],
+            "pathological_buckets": np.zeros(len(i), np.int64),
+            "largest_bucket": np.zeros(len(i), np.int64),
+        },
+        schema=EDGE_SCHEMA,
+    ).filter(pa.array(a != b))  # the same row twice in one bucket (a 64-bit bucket id collision)
+    stats = pa.table(
+        {
+            "a": pa.nulls(1, pa.int64()),
+            "b": pa.nulls(1, pa.int64()),
+            "space": pa.nulls(1, pa.int8()),
+            "pathological_buckets": [search.pathological_buckets + by_sub_band.pathological_buckets],
+            "largest_bucket": [max(search.largest_bucket, by_band.largest_bucket)],
+        },
+        schema=EDGE_SCHEMA,
+    )
+    return pa.concat_tables([edges, stats])
+
+
+def verify_minhash_clusters(members: pa.Table, left: np.ndarray, right: np.ndarray, cfg: DedupConfig) -> pa.Table:
+    """Members whose clusters came from MinHash candidate edges (`left`, `right`: every candidate edge, or
+    more), re-clustered over the edges whose estimated Jaccard on the full signatures reaches the threshold.
+    Members left without a verified edge drop out; members not on any candidate edge pass unchanged.
+
+    Verifying here, where a cluster's members and their signatures already are, spares the job a join of
+    every candidate pair with both signatures."""
+    keys = members["key"].to_numpy()
+    candidate = np.isin(keys, left) | np.isin(keys, right)
+    if not candidate.any():
+        return members
+    texts = members.filter(pa.array(candidate))
+    text_keys = texts["key"].to_numpy()
+    order = np.argsort(text_keys)
+    inside = np.isin(left, text_keys) & np.isin(right, text_keys)
+    a = order[np.searchsorted(text_keys, left[inside], sorter=order)]
+    b = order[np.searchsorted(text_keys, right[inside], sorter=order)]
+    signatures = signatures_from_arrow(texts["minhash"], cfg)
+    close = jaccard_estimate(signatures[a], signatures[b]) >= cfg.threshold
+    nodes, labels = components(text_keys[a[close]], text_keys[b[close]])
+    position = np.minimum(np.searchsorted(nodes, text_keys), max(len(nodes) - 1, 0))
+    linked = nodes[position] == text_keys if len(nodes) else np.zeros(len(text_keys), bool)
+    verified = texts.filter(pa.array(linked))
+    verified = verified.set_column(
+        verified.schema.get_field_index("cluster"), "cluster", pa.array(labels[position[linked]], pa.int64())
+    )
+    return pa.concat_tables([members.filter(pa.array(~candidate)), verified])
+
+
+def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:
+    """Spread int64 ids (keys, cluster labels) over group-by partitions."""
+    return (mix64(values.view(np.uint64)) % np.uint64(partitions)).astype(np.int64)
+
+
+def attach_clusters(attrs: pa.Table, nodes: np.ndarray, labels: np.ndarray, partitions: int) -> pa.Table:
+    """The rows of a block that are in some cluster, with the cluster label and its partition.
+
+    `nodes` (sorted) and `labels` come from the driver's connected components: they are as large as the
+    edge endpoints, not the rows, so every task can hold them (a broadcast join, no shuffle of the rows)."""
+    keys = attrs["key"].to_numpy()
+    position = np.minimum(np.searchsorted(nodes, keys), max(len(nodes) - 1, 0))
+    member = (nodes[position] == keys) if len(nodes) else np.zeros(len(keys), bool)
+    members = attrs.filter(pa.array(member))
+    cluster = labels[position[member]]
+    return members.append_column("cluster", pa.array(cluster, pa.int64())).append_column(
+        "part", pa.array(partition_of(cluster, partitions))
+    )

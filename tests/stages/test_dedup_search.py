@@ -1,0 +1,145 @@
+"""Band keys and the capped bucket search: no pair within the radius is lost, no bucket is searched
+quadratically beyond the cap."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from datasketch import MinHashLSH
+
+from stages.dedup.banding import Space, lsh_params, phash_band_layout, phash_bands
+from stages.dedup.candidates import search_buckets
+from stages.dedup.config import DedupConfig
+from stages.dedup.identify import ATTRIBUTE_SCHEMA, band_rows, edges_in_partition, row_key
+from stages.dedup.minhash import minhash_captions, signatures_to_arrow
+from stages.dedup.signatures import hamming
+
+
+def flip_bits(values: np.ndarray, counts: int | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of each hash with `counts` (per row, or for all) random bits flipped."""
+    out = values.view(np.uint64).copy()
+    for i, count in enumerate(np.broadcast_to(counts, out.shape)):
+        for bit in rng.choice(64, size=int(count), replace=False):
+            out[i] ^= np.uint64(1) << np.uint64(bit)
+    return out.view(np.int64)
+
+
+@pytest.mark.parametrize("radius", [0, 2, 4, 7])
+def test_layout_covers_64_bits_in_radius_plus_one_bands(radius: int) -> None:
+    layout = phash_band_layout(radius)
+    assert len(layout) == radius + 1
+    assert sum(width for _, width in layout) == 64
+    assert sorted(shift for shift, _ in layout)[0] == 0
+
+
+@pytest.mark.parametrize("radius", [2, 4, 6])
+def test_every_pair_within_the_radius_shares_a_band(radius: int) -> None:
+    rng = np.random.default_rng(radius)
+    base = rng.integers(-(2**63), 2**63 - 1, size=2000, dtype=np.int64)
+    for flips in range(radius + 1):
+        near = flip_bits(base, flips, rng)
+        shared = (phash_bands(base, radius) == phash_bands(near, radius)).any(axis=1)
+        assert shared.all(), flips
+
+
+def test_lsh_bands_are_datasketchs_choice() -> None:
+    for threshold, num_perm in [(0.8, 128), (0.5, 64), (0.9, 256)]:
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        assert lsh_params(threshold, num_perm) == (lsh.b, lsh.r)
+
+
+def test_identical_signatures_form_a_star_and_small_buckets_compare_all_pairs() -> None:
+    bucket = np.array([7, 7, 7, 7, 9, 9, 3], dtype=np.uint64)
+    signature = np.array([1, 1, 1, 2, 5, 6, 0], dtype=np.uint64)
+    key = np.array([40, 30, 20, 10, 1, 2, 3], dtype=np.int64)
+    search = search_buckets(bucket, signature, key, cap=8)
+    star = sorted(zip(key[search.identical[0]].tolist(), key[search.identical[1]].tolist()))
+    assert star == [(20, 30), (20, 40)]  # linked to the smallest key of the run, not to each other
+    window = {tuple(sorted(key[[i, j]].tolist())) for a, b in search.window_pairs() for i, j in zip(a, b)}
+    assert window == {(10, 20), (1, 2)}
+    assert search.pathological_buckets == 0 and search.largest_bucket == 4
+
+
+def test_a_bucket_over_the_cap_is_windowed_and_counted() -> None:
+    n, cap = 300, 10
+    search = search_buckets(np.zeros(n, np.uint64), np.arange(n, dtype=np.uint64), np.arange(n), cap=cap)
+    pairs = sum(len(a) for a, _ in search.window_pairs())
+    assert pairs == sum(min(cap, n - 1 - i) for i in range(n))  # linear in n, not n^2 / 2
+    assert search.pathological_buckets == 1
+
+
+def attribute_table(phashes: np.ndarray, captions: list[str | None], cfg: DedupConfig) -> pa.Table:
+    n = len(phashes)
+    ids = [f"s{i}" for i in range(n)]
+    return pa.table(
+        {
+            "key": [row_key(s) for s in ids],
+            "sample_id": ids,
+            "source": ["s"] * n,
+            "source_priority": [1] * n,
+            "area": [100] * n,
+            "sha256": [None] * n,
+            "pixel_hash": [None] * n,
+            "phash": phashes,
+            "caption": captions,
+            "minhash": signatures_to_arrow(minhash_captions(captions, cfg)).cast(pa.binary()),
+            "text_only": [False] * n,
+        },
+        schema=ATTRIBUTE_SCHEMA,
+    )
+
+
+def found_pairs(attrs: pa.Table, cfg: DedupConfig, space: Space) -> set[tuple[int, int]]:
+    edges = edges_in_partition(band_rows(attrs, cfg, partitions=1), cfg)
+    edges = edges.filter(pa.compute.equal(edges["space"], int(space)))
+    index = {k: i for i, k in enumerate(attrs["key"].to_pylist())}
+    return {tuple(sorted((index[a], index[b]))) for a, b in zip(edges["a"].to_pylist(), edges["b"].to_pylist())}
+
+
+def test_phash_search_equals_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    cfg = DedupConfig(exact=False, pixels=False, text=False, captions=False, phash_radius=4)
+    base = rng.integers(-(2**63), 2**63 - 1, size=400, dtype=np.int64)
+    near = flip_bits(base[:150], rng.integers(0, 8, size=150), rng)  # half within the radius, half beyond
+    phashes = np.concatenate([base, near, flip_bits(base[:100], 3, rng), base[:20]])
+    attrs = attribute_table(phashes, [None] * len(phashes), cfg)
+    truth = {
+        (i, j)
+        for i, j in itertools.combinations(range(len(phashes)), 2)
+        if hamming(phashes[i : i + 1], phashes[j : j + 1])[0] <= cfg.phash_radius
+    }
+    assert len(truth) > 100
+    found = found_pairs(attrs, cfg, Space.PHASH)
+    # Identical hashes are linked as a star, so 'found' spans the same components with fewer edges.
+    assert found <= truth
+    assert components_of(found, len(phashes)) == components_of(truth, len(phashes))
+
+
+def components_of(pairs: set[tuple[int, int]], n: int) -> list[int]:
+    parent = list(range(n))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in sorted(pairs):
+        parent[max(root(a), root(b))] = min(root(a), root(b))
+    return [root(i) for i in range(n)]
+
+
+def test_minhash_bands_find_near_duplicate_captions_only() -> None:
+    cfg = DedupConfig(exact=False, pixels=False, phash=False)
+    captions = [
+        "a red vintage car parked on a quiet cobbled street near the old harbour at sunset in late summer",
+        "A red vintage car, parked on a quiet cobbled street near the old harbour at sunset in late summer!",
+        "a red vintage car parked on a quiet cobbled street near the old harbour at sunset in late summer 2019",
+        "a blue bicycle leaning against a brick wall",
+        None,
+        "",
+    ]
+    attrs = attribute_table(np.zeros(len(captions), np.int64), captions, cfg)
+    assert found_pairs(attrs, cfg, Space.CAPTION) == {(0, 1), (0, 2)}  # (1, 2) collapses into the 0-1 star
