@@ -16,6 +16,7 @@ EPILOG = """examples:
   curation run config.yaml                    # embedded local Ray
   curation run config.yaml --address auto     # join a running Ray cluster
   curation inspect runs/demo/curated --json
+  curation report runs/demo/curated -o report.html
   curation demo --output runs/demo
 """
 
@@ -35,15 +36,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from manifests.inspect import format_summary, inspect_run
+    from manifests.inspect import inspect_command
 
-    try:
-        summary = inspect_run(args.output)
-    except FileNotFoundError as e:
-        print(f"curation inspect: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
-    return 0
+    code, text = inspect_command(args.output, as_json=args.json, top_clusters=args.top)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from manifests.report import report_command
+
+    code, text = report_command(args.output, args.html, args.threshold, args.calibration, args.thumb_size)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -69,7 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", help="per-source, per-reason and per-bucket counts of a run's manifest")
     insp.add_argument("output", help="a run's output folder (works while it runs or after it failed)")
     insp.add_argument("--json", action="store_true", help="print JSON for scripts")
+    insp.add_argument("--top", type=int, default=10, help="duplicate clusters to list")
     insp.set_defaults(fn=cmd_inspect)
+
+    rep = sub.add_parser("report", help="one self-contained HTML page about a run (works while it runs or after it failed)")
+    rep.add_argument("output", help="a run's output folder")
+    rep.add_argument("-o", "--html", help="file to write (default OUT/report.html)")
+    rep.add_argument("--threshold", action="append", default=[], metavar="COLUMN=MIN:MAX",
+                     help="preview a threshold (one side may be empty); replaces the config's for that column")
+    rep.add_argument("--calibration", metavar="DIR", help="folder of calibration histogram JSON files")
+    rep.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels")
+    rep.set_defaults(fn=cmd_report)
 
     demo = sub.add_parser("demo", help="generate a multi-source corpus with planted problems and curate it")
     demo.add_argument("--output", default="runs/demo", help="folder for the corpus and the run (replaced)")

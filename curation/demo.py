@@ -12,6 +12,7 @@ from curation.config import parse_config
 from curation.demo_corpus import generate
 from curation.pipeline import Pipeline
 from manifests.reader import read_manifest
+from manifests.report import write_report
 
 
 def planted_vs_found(corpus: Path, out: str) -> list[tuple[str, int, str]]:
@@ -46,5 +47,7 @@ def run_demo(root: Path, n_images: int = 120, overwrite: bool = True, address: s
     print("\nplanted case -> what the pipeline recorded:")
     for case, n, found in planted_vs_found(corpus, cfg.output):
         print(f"  {case:28s} {n:3d}  {found}")
-    print(f"\nconfig: {root / 'demo.yaml'}\nshards: {cfg.output}/shards\nmanifest: {cfg.output}/manifest")
+    report = write_report(cfg.output)
+    print(f"\nconfig: {root / 'demo.yaml'}\nshards: {cfg.output}/shards\nmanifest: {cfg.output}/manifest"
+          f"\nreport: {report}")
     return 0

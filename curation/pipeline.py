@@ -32,12 +32,13 @@ from curation.ray_adapter import map_stage, ray_session
 from curation.registry import analysis_annotators, filter_stages, signature_stages
 from curation.stage import Stage
 from manifests.inspect import format_summary, inspect_run
+from manifests.progress import Progress, parquet_rows, resolve_mode
 from manifests.writer import write_manifest
 from stages.analyze import AnalyzeStage
 from stages.bucket_stage import BucketRenderer, BucketStage
 from stages.dedup_apply import DECISION_RENAMES, ApplyDedupStage
 from stages.ingest import IngestStage
-from stages.shards import TEXT_BUCKET, ShardInfo, shard_index, shards_for_bucket, write_shard
+from stages.shards import SHARD_STAGE, TEXT_BUCKET, ShardInfo, shard_index, shards_for_bucket, write_shard
 from stages.sources import plan_partitions
 
 WORK_DIR = "_work"
@@ -110,27 +111,30 @@ class Pipeline:
         self.prepare_output(overwrite)
         write_config(self.out, self.cfg)
         started = time.time()
+        stages = [self.ingest.name, *[s.name for s in self.analysis], self.apply_dedup.name, self.bucket.name, SHARD_STAGE]
         info = {"version": package_version(), "git_commit": git_commit(), "environment": environment(),
-                "started": started, "status": "running", "partitions": len(partitions)}  # fmt: skip
+                "started": started, "status": "running", "partitions": len(partitions), "stages": stages}  # fmt: skip
         write_json(self.out, "run.json", info)
-        with ray_session(self.cfg.ray):
-            t0 = time.perf_counter()
-            self.analyze(partitions)
-            t1 = time.perf_counter()
-            self.log(f"[1/3] analyze: {len(partitions)} partitions in {t1 - t0:.1f} s")
-            has_decisions = self.identify()
-            t2 = time.perf_counter()
-            self.log(f"[2/3] dedup identify in {t2 - t1:.1f} s")
-            shards = self.publish(has_decisions)
-            t3 = time.perf_counter()
-            self.log(f"[3/3] shards and manifest: {len(shards)} shards in {t3 - t2:.1f} s")
+        progress = Progress(resolve_mode(self.cfg.ray.progress), log=self.log, total_stages=3)
+        try:
+            with ray_session(self.cfg.ray):
+                with progress.stage("analyze", count_rows=lambda: parquet_rows(self.path(RECORDS_DIR))):
+                    self.analyze(partitions)
+                with progress.stage("identify"):
+                    has_decisions = self.identify()
+                with progress.stage("publish") as st:
+                    shards = self.publish(has_decisions)
+                    st.rows = sum(i.samples for i in shards)
+        except BaseException as e:
+            info.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000], stage_seconds=progress.stage_seconds)
+            write_json(self.out, "run.json", info)
+            raise
         if not keep_work:
             fs, _ = fsspec.core.url_to_fs(self.out)
             fs.rm(self.path(WORK_DIR), recursive=True)
         summary = inspect_run(self.out)
         elapsed = time.time() - started
-        info.update(status="finished", finished=time.time(), elapsed_s=elapsed,
-                    stage_seconds={"analyze": t1 - t0, "identify": t2 - t1, "publish": t3 - t2},
+        info.update(status="finished", finished=time.time(), elapsed_s=elapsed, stage_seconds=progress.stage_seconds,
                     counts={k: summary[k] for k in ("inputs", "kept", "dropped")})  # fmt: skip
         write_json(self.out, "run.json", info)
         summary["run"] = info

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from typing import Iterator
 
 import pyarrow as pa
@@ -18,14 +17,13 @@ import ray.data
 
 from curation.config import RayConfig
 from curation.stage import Stage
+from manifests.progress import resolve_mode
 
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _progress_bars(cfg: RayConfig) -> bool:
-    if cfg.progress == "auto":
-        return sys.stderr.isatty()
-    return cfg.progress == "bars"
+    return resolve_mode(cfg.progress) == "bars"
 
 
 @contextlib.contextmanager
