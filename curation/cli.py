@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 
+from annotators.clip_config import ClipWeightsMissing
 from curation.config import ConfigError, load_config
 from curation.pipeline import OutputExistsError
 from stages.sources import SourceError
@@ -51,6 +52,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_fetch_models(args: argparse.Namespace) -> int:
+    from annotators.clip_config import check_local_files, fetch_weights
+
+    cfg = load_config(args.config)
+    if not cfg.clip.enabled:
+        print("clip is not enabled in this config: nothing to fetch")
+        return 0
+    path = fetch_weights(cfg.clip)
+    check_local_files(cfg.clip)
+    print(f"CLIP weights cached at {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from curation.demo import run_demo
 
@@ -86,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels")
     rep.set_defaults(fn=cmd_report)
 
+    fetch = sub.add_parser("fetch-models", help="download and cache a config's model weights (needs a network)")
+    fetch.add_argument("config", help="the run config whose clip: section names the weights")
+    fetch.set_defaults(fn=cmd_fetch_models)
+
     demo = sub.add_parser("demo", help="generate a multi-source corpus with planted problems and curate it")
     demo.add_argument("--output", default="runs/demo", help="folder for the corpus and the run (replaced)")
     demo.add_argument("--images", type=int, default=120, help="base images in the generated corpus")
@@ -98,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, SourceError, OutputExistsError) as e:
+    except (ConfigError, SourceError, OutputExistsError, ClipWeightsMissing) as e:
         print(f"curation {args.command}: {e}", file=sys.stderr)
         return 2
 

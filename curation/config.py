@@ -14,7 +14,9 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from curation.config_base import Strict
+from annotators.clip_config import ClipConfig
 from filters.config import FiltersConfig
+from filters.config import resolve_paths as resolve_filter_paths
 from stages.bucketing import BucketingConfig
 from stages.dedup.config import DedupConfig
 
@@ -79,6 +81,7 @@ class PipelineConfig(Strict):
     decode: DecodeConfig = DecodeConfig()
     filters: FiltersConfig = FiltersConfig()
     dedup: DedupConfig = DedupConfig()
+    clip: ClipConfig = ClipConfig()
     bucketing: BucketingConfig = BucketingConfig()
     shards: ShardConfig = ShardConfig()
     ray: RayConfig = RayConfig()
@@ -130,6 +133,15 @@ def resolve_paths(cfg: PipelineConfig, base_dir: Path) -> PipelineConfig:
     for s in out.sources:
         s.path = resolve(s.path)
     out.output = resolve(out.output)
+    out.filters = resolve_filter_paths(out.filters, base_dir)
+    clip = out.clip
+    for name in ("checkpoint", "architecture_file", "cache_dir", "aesthetic_head"):
+        if getattr(clip, name):
+            setattr(clip, name, resolve(getattr(clip, name)))
+    if clip.captioner and clip.captioner.path:
+        clip.captioner.path = resolve(clip.captioner.path)
+    if clip.tags and isinstance(clip.tags.vocabulary, str):
+        clip.tags.vocabulary = resolve(clip.tags.vocabulary)
     return out
 
 

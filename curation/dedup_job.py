@@ -1,7 +1,8 @@
 """The global dedup 'identify' job on Ray Data: records in, one decision row per clustered sample out.
 
 Data flow (M = rows, E = duplicate edges, E << M):
-1. attributes: kept rows, projected to ids, survivor-rule facts and signatures (a map; materialised once).
+1. attributes: kept rows, projected to ids, survivor-rule facts and signatures (a map that each pass below
+   re-runs over the records, so no pass holds the signatures of every row in the object store).
 2. band rows -> group-by partition -> edges: every signature becomes a few band keys; a Ray Data group-by on
    a partition id derived from the key brings equal keys together, and each partition finds its pairs with a
    sort-based, capped search (stages.dedup.candidates). pHash pairs are verified there.
@@ -42,11 +43,10 @@ from stages.dedup.identify import (
     attach_clusters,
     attributes,
     band_rows,
-    band_rows_per_record,
     edges_in_partition,
-    partition_of,
     signature_columns,
     verify_minhash_clusters,
+    with_partition,
 )
 from stages.dedup.survivor import (
     DECISION_SCHEMA,
@@ -65,7 +65,7 @@ _DUPLICATES, _CAPTIONS = 0, 1  # which resolver produced a decision row, for the
 
 @dataclass
 class DedupStats:
-    kept_rows: int = 0
+    band_rows: int = 0  # band keys of all kept rows' signatures
     partitions: int = 0
     minhash_candidates: int = 0  # distinct band-matched caption pairs, before Jaccard verification
     edges: dict[str, int] = field(default_factory=dict)  # distinct per space (MinHash ones: candidates)
@@ -88,18 +88,19 @@ def identify_duplicates(records: ray.data.Dataset, cfg: DedupConfig) -> ray.data
 def identify(records: ray.data.Dataset, cfg: DedupConfig) -> DedupResult:
     """Cluster the kept records by every enabled signature and decide who survives; see the module doc."""
     stats = DedupStats()
-    attrs = (
-        records.select_columns(RECORD_COLUMNS + signature_columns(cfg))
-        .map_batches(attributes, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
-        .materialize()
+    # Lazy on purpose: each pass re-reads the records rather than holding every signature in the object store.
+    attrs = records.select_columns(RECORD_COLUMNS + signature_columns(cfg)).map_batches(
+        attributes, batch_format="pyarrow", fn_kwargs={"cfg": cfg}
     )
-    stats.kept_rows = attrs.count()
-    if stats.kept_rows == 0:
+    bands = attrs.map_batches(band_rows, batch_format="pyarrow", fn_kwargs={"cfg": cfg}).materialize()
+    stats.band_rows = bands.count()
+    if stats.band_rows == 0:  # no kept row has a signature (a shuffle of nothing fails in Ray Data)
         return DedupResult(ray.data.from_arrow(DECISION_SCHEMA.empty_table()).materialize(), stats)
-    stats.partitions = _partitions(stats.kept_rows * band_rows_per_record(cfg), cfg)
-
+    stats.partitions = _partitions(stats.band_rows, cfg)
     found = (
-        attrs.map_batches(band_rows, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "partitions": stats.partitions})
+        bands.map_batches(
+            with_partition, batch_format="pyarrow", fn_kwargs={"column": "bucket", "partitions": stats.partitions}
+        )
         .groupby("part", num_partitions=stats.partitions)
         .map_groups(edges_in_partition, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
         .materialize()
@@ -194,9 +195,8 @@ def _dropped_keys(decisions: pa.Table) -> pa.Table:
 
 def _tag(decisions: pa.Table, origin: int, partitions: int) -> pa.Table:
     """Mark which resolver a row came from, and spread rows by key so both verdicts of a row meet."""
-    return decisions.append_column("origin", pa.array(np.full(decisions.num_rows, origin, np.int8))).append_column(
-        "part", pa.array(partition_of(decisions["key"].to_numpy(), partitions))
-    )
+    tagged = decisions.append_column("origin", pa.array(np.full(decisions.num_rows, origin, np.int8)))
+    return with_partition(tagged, "key", partitions)
 
 
 def _merged(

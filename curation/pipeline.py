@@ -25,12 +25,16 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from annotators.clip import ClipStage
+from annotators.clip_config import check_clip
+from annotators.embeddings import EMBEDDINGS_DIR
 from curation import schema as rec
 from curation.config import PipelineConfig
 from curation.provenance import environment, git_commit, package_version, write_config, write_json
 from curation.ray_adapter import map_stage, ray_session
 from curation.registry import analysis_annotators, filter_stages, signature_stages
 from curation.stage import Stage
+from filters.assemble import clip_head_filter
 from manifests.inspect import format_summary, inspect_run
 from manifests.progress import Progress, parquet_rows, resolve_mode
 from manifests.writer import write_manifest
@@ -76,8 +80,15 @@ class Pipeline:
         self.ingest = IngestStage(cfg.sources)
         self.analysis = build_analysis_stages(cfg)
         self.apply_dedup = ApplyDedupStage()
+        # CLIP runs after dedup so no duplicate is embedded; its head thresholds right after it.
+        self.clip_stages: list[Stage] = []
+        if cfg.clip.enabled:
+            heads = cfg.filters.safety.clip_heads
+            self.clip_stages.append(ClipStage(cfg.clip, cfg.decode, self.path(EMBEDDINGS_DIR), heads=heads))
+            if head_filter := clip_head_filter(cfg.filters):
+                self.clip_stages.append(head_filter)
         self.bucket = BucketStage(cfg.bucketing)
-        stages: list[Stage] = [self.ingest, *self.analysis, self.apply_dedup, self.bucket]
+        stages: list[Stage] = [self.ingest, *self.analysis, self.apply_dedup, *self.clip_stages, self.bucket]
         extra: dict[str, pa.DataType] = {}
         for s in stages:
             cols = getattr(s, "extra_columns", None) or s.output_columns
@@ -85,9 +96,8 @@ class Pipeline:
         self.schema = rec.record_schema(extra)
         for s in stages:
             s.bind(self.schema)
-        # Namespaced values go into each sample's .json; binary signatures (MinHash) stay in the manifest.
-        self.score_columns = sorted(c for c, t in extra.items() if "." in c and not pa.types.is_binary(t)
-                                    and not pa.types.is_fixed_size_binary(t))  # fmt: skip
+        # Namespaced numbers go into each sample's .json; signatures and provenance stay in the manifest.
+        self.score_columns = sorted(c for c, t in extra.items() if "." in c and pa.types.is_floating(t))
 
     # -- driver-side layout -------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -98,7 +108,7 @@ class Pipeline:
         if fs.exists(self.path("manifest")) or fs.exists(self.path("shards")):
             if not overwrite:
                 raise OutputExistsError(f"{self.out} already holds a run; pass --overwrite to replace it")
-            for d in ("manifest", "shards", WORK_DIR, BUCKETS_JSON, "run.json"):
+            for d in ("manifest", "shards", EMBEDDINGS_DIR, WORK_DIR, BUCKETS_JSON, "run.json"):
                 if fs.exists(self.path(d)):
                     fs.rm(self.path(d), recursive=True)
         fs.makedirs(self.out, exist_ok=True)
@@ -108,12 +118,15 @@ class Pipeline:
     # -- the run ------------------------------------------------------------------------------------
     def run(self, overwrite: bool = False, keep_work: bool = False) -> RunResult:
         partitions = plan_partitions(self.cfg.sources)  # a missing source fails here, before any work
+        check_clip(self.cfg.clip)  # and so do missing model weights, unless the stage is optional
         self.prepare_output(overwrite)
         write_config(self.out, self.cfg)
         started = time.time()
-        stages = [self.ingest.name, *[s.name for s in self.analysis], self.apply_dedup.name, self.bucket.name, SHARD_STAGE]
+        stages = [self.ingest.name, *[s.name for s in self.analysis], self.apply_dedup.name,
+                  *[s.name for s in self.clip_stages], self.bucket.name, SHARD_STAGE]  # fmt: skip
         info = {"version": package_version(), "git_commit": git_commit(), "environment": environment(),
-                "started": started, "status": "running", "partitions": len(partitions), "stages": stages}  # fmt: skip
+                "started": started, "status": "running", "partitions": len(partitions), "stages": stages,
+                "clip": check_clip(self.cfg.clip).summary()}  # fmt: skip
         write_json(self.out, "run.json", info)
         progress = Progress(resolve_mode(self.cfg.ray.progress), log=self.log, total_stages=3)
         try:
@@ -172,6 +185,8 @@ class Pipeline:
                 decisions, join_type="left_outer", on=("sample_id",), num_partitions=self.shuffle_partitions()
             )
         ds = map_stage(ds, self.apply_dedup, self.cfg.ray.batch_size)
+        for stage in self.clip_stages:
+            ds = map_stage(ds, stage, self.cfg.clip.batch_size, actors=self.cfg.clip.actors)
         ds = map_stage(ds, self.bucket, self.cfg.ray.batch_size).materialize()
         kept = ds.filter(expr=f"status == '{rec.KEPT}'")
         dropped = ds.filter(expr=f"status != '{rec.KEPT}'")
