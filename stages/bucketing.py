@@ -46,7 +46,7 @@ class BucketingConfig(BaseModel):
     side_multiple: int = Field(
         default=PATCH_SIZE,
         gt=0,
-        description=f"Every bucket side is a multiple of this; must be a multiple of the model's {PATCH_SIZE} px patch.",
+        description=f"Every bucket side is a multiple of this, itself a multiple of the model's {PATCH_SIZE} px patch.",
     )
     min_aspect: float = Field(default=0.25, gt=0, le=1, description="Tallest bucket's width/height (0.25 = 1:4).")
     max_aspect: float = Field(default=4.0, ge=1, description="Widest bucket's width/height (4.0 = 4:1).")
@@ -89,7 +89,9 @@ class BucketingConfig(BaseModel):
             raise ValueError(f"side_multiple={self.side_multiple} is not a multiple of the {PATCH_SIZE} px patch")
         for name in ("min_side", "max_side"):
             if getattr(self, name) % self.side_multiple:
-                raise ValueError(f"{name}={getattr(self, name)} is not a multiple of side_multiple={self.side_multiple}")
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is not a multiple of side_multiple={self.side_multiple}"
+                )
         if self.min_side > self.max_side:
             raise ValueError(f"min_side={self.min_side} > max_side={self.max_side}")
         if len(set(self.tiers)) != len(self.tiers):

@@ -58,6 +58,17 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's own bomb check reads a process-wide limit; set it for this open only, then restore it."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def read_bytes(row: Mapping[str, Any], max_bytes: int) -> bytes:
     """The encoded image of a record: inline bytes, a whole file, or a member at an offset in a tar."""
     if row.get("image_bytes") is not None:
@@ -93,9 +104,8 @@ def sha256_hex(data: bytes) -> str:
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Open (header only) and refuse sizes past the pixel limit before any pixel is decoded."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with pillow_guard():
+        with pillow_guard(), pixel_limit(max_pixels):
             im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise Drop("not_an_image", error="Pillow cannot identify the file") from None

@@ -340,7 +340,8 @@ def test_center_crop_keeps_the_middle_of_the_picture():
     source.paste((0, 0, 255), (1024, 0, 1536, 512))
     plan = plan_for_bucket(1536, 512, Bucket(256, 256, 256))
     assert plan.crop_box == (512, 0, 1024, 512)
-    rendered = pixels(decoded(render_to_bucket(encoded(source, "PNG"), plan, CFG.model_copy(update={"format": "png"}), MAX_PIXELS)))
+    png = BucketingConfig(format="png")
+    rendered = pixels(decoded(render_to_bucket(encoded(source, "PNG"), plan, png, MAX_PIXELS)))
     assert np.abs(rendered[:, 4:-4] - (0, 200, 0)).max() <= 2
 
 
@@ -374,15 +375,22 @@ def test_draft_decoding_costs_little_quality(resample):
     cfg = BucketingConfig(tiers=[256, 512], resample=resample)
     plan = planned(*source.size, cfg)
     fast = decoded(render_to_bucket(data, plan, cfg, MAX_PIXELS))
-    full = decoded(render_to_bucket(data, plan, cfg.model_copy(update={"draft": False, "reducing_gap": None}), MAX_PIXELS))
+    slow = cfg.model_copy(update={"draft": False, "reducing_gap": None})
+    full = decoded(render_to_bucket(data, plan, slow, MAX_PIXELS))
     assert psnr(fast, full) > 33
 
 
 @pytest.mark.parametrize(
     "source_size, bucket, filter_used",
-    [((1500, 1500), Bucket(1024, 1024, 1024), "hamming"), ((700, 700), Bucket(1024, 1024, 1024), "lanczos"), ((1500, 1500), Bucket(512, 512, 512), "lanczos")],
+    [
+        ((1500, 1500), Bucket(1024, 1024, 1024), "hamming"),
+        ((700, 700), Bucket(1024, 1024, 1024), "lanczos"),
+        ((1500, 1500), Bucket(512, 512, 512), "lanczos"),
+    ],
 )
-def test_auto_filter_is_lanczos_for_small_outputs_and_enlargements_and_hamming_for_large_reductions(source_size, bucket, filter_used):
+def test_auto_filter_is_lanczos_for_small_outputs_and_enlargements_and_hamming_for_large_reductions(
+    source_size, bucket, filter_used
+):
     data = encoded(photo(SQUARE).resize(source_size), "PNG")
     plan = plan_for_bucket(*source_size, bucket)
     auto = BucketingConfig(format="png")
