@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -72,6 +73,19 @@ class DedupStats:
     pathological_buckets: int = 0  # buckets searched by a window because they overflowed band_bucket_cap
     largest_bucket: int = 0  # band rows in the largest bucket
     decisions: dict[str, int] = field(default_factory=dict)  # rows per drop_reason ("kept" for the others)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
+
+
+class _Phases:
+    """Wall time of each phase into DedupStats.seconds."""
+
+    def __init__(self, stats: DedupStats) -> None:
+        self.stats, self.start = stats, time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.stats.seconds[phase] = round(now - self.start, 3)
+        self.start = now
 
 
 @dataclass
@@ -88,6 +102,7 @@ def identify_duplicates(records: ray.data.Dataset, cfg: DedupConfig) -> ray.data
 def identify(records: ray.data.Dataset, cfg: DedupConfig) -> DedupResult:
     """Cluster the kept records by every enabled signature and decide who survives; see the module doc."""
     stats = DedupStats()
+    phases = _Phases(stats)
     # Lazy on purpose: each pass re-reads the records rather than holding every signature in the object store.
     attrs = records.select_columns(RECORD_COLUMNS + signature_columns(cfg)).map_batches(
         attributes, batch_format="pyarrow", fn_kwargs={"cfg": cfg}
@@ -97,6 +112,7 @@ def identify(records: ray.data.Dataset, cfg: DedupConfig) -> DedupResult:
     if stats.band_rows == 0:  # no kept row has a signature (a shuffle of nothing fails in Ray Data)
         return DedupResult(ray.data.from_arrow(DECISION_SCHEMA.empty_table()).materialize(), stats)
     stats.partitions = _partitions(stats.band_rows, cfg)
+    phases.done("band_rows")
     found = (
         bands.map_batches(
             with_partition, batch_format="pyarrow", fn_kwargs={"column": "bucket", "partitions": stats.partitions}
@@ -113,6 +129,7 @@ def identify(records: ray.data.Dataset, cfg: DedupConfig) -> DedupResult:
     edges = EdgeList.distinct(*(found_edges[name].to_numpy() for name in ("a", "b", "space")))
     stats.edges = {Space(s).name.lower(): n for s, n in edges.counts().items()}
     stats.minhash_candidates = sum(stats.edges.get(s.name.lower(), 0) for s in MINHASH_SPACES)
+    phases.done("edges")
 
     duplicate_rows = _resolve(
         attrs, edges.within([*IMAGE_SPACES, Space.TEXT]), edges.within([Space.TEXT]), resolve_duplicate_clusters, cfg
@@ -120,14 +137,17 @@ def identify(records: ray.data.Dataset, cfg: DedupConfig) -> DedupResult:
     dropped = _KEY_SCHEMA.empty_table()
     if duplicate_rows is not None:
         dropped = _to_driver(duplicate_rows, _KEY_SCHEMA, _dropped_keys)
+    phases.done("duplicate_clusters")
     caption_edges = edges.within([Space.CAPTION]).without_nodes(dropped["key"].to_numpy())
     caption_rows = _resolve(attrs, caption_edges, caption_edges, resolve_caption_clusters, cfg)
+    phases.done("caption_clusters")
     keyed = _merged(duplicate_rows, caption_rows, stats.partitions)
     if keyed is None:
         return DedupResult(ray.data.from_arrow(DECISION_SCHEMA.empty_table()).materialize(), stats)
     decisions = keyed.map_batches(_public_columns, batch_format="pyarrow").sort("sample_id").materialize()
     reasons = _to_driver(decisions, pa.schema([DECISION_SCHEMA.field("drop_reason")]))
     stats.decisions = dict(Counter(r or "kept" for r in reasons["drop_reason"].to_pylist()))
+    phases.done("merge_and_sort")
     log.info("dedup identify: %s", stats)
     return DedupResult(decisions, stats)
 

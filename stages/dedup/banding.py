@@ -105,12 +105,11 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 
 def minhash_bands(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """One uint64 per LSH band, shape (n, bands): a hash of the band's `rows` values, in order."""
-    values = signatures.astype(np.uint64, copy=False)
-    out = np.empty((len(values), bands), dtype=np.uint64)
+    out = np.empty((len(signatures), bands), dtype=np.uint64)
     for band in range(bands):
-        h = np.full(len(values), (band * int(_GOLDEN)) & (2**64 - 1), dtype=np.uint64)
+        h = np.full(len(signatures), (band * int(_GOLDEN)) & (2**64 - 1), dtype=np.uint64)
         for column in range(band * rows, (band + 1) * rows):
-            h = mix64(h ^ values[:, column]) + _GOLDEN
+            h = mix64(h ^ signatures[:, column].astype(np.uint64)) + _GOLDEN
         out[:, band] = h
     return out
 

@@ -1,4 +1,4 @@
-"""Pairs inside band buckets, sort-based and capped, so no bucket costs more than linear x cap.
+"""Pairs inside buckets, sort-based and capped, so no bucket costs more than linear x cap.
 
 Rows are sorted by (bucket, full signature, key). Then:
 1. Rows with the same bucket and the same full signature are one run; every row of a run is linked to the

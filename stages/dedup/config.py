@@ -15,9 +15,10 @@ the way the analysis pass sees them (short side 256). pHash Hamming distance to 
 | two different photos (1081 pairs)      | 20 at the closest           |
 
 So radius 4 catches resizes, re-encodes, grayscale and mild colour edits, most 1 % crops, and leaves a wide
-margin (>= 16) to distinct photos. Radius 6 would add most x1.2 brightenings and 1 % crops, but the
-pigeonhole search then needs 7 bands of 9 bits, whose buckets hold about n / 512 hashes each: quadratic
-work at a million images. Crops beyond a few percent need an embedding, not a pHash.
+margin (>= 16) to distinct photos. Radius 6 would add most x1.2 brightenings and 1 % crops at the cost of
+more keys per hash ((radius+1)^2 sub-band keys inside the band buckets) and more chance merges of
+unrelated images at scale (random 64-bit hashes fall within 6 of each other ~100x more often than within
+4). Crops beyond a few percent need an embedding, not a pHash.
 """
 
 from __future__ import annotations
@@ -83,9 +84,11 @@ class DedupConfig(BaseModel):
     band_bucket_cap: int = Field(
         512,
         ge=1,
-        description="Most comparisons one signature makes inside one band bucket. Buckets larger than cap+1 "
-        "distinct signatures are 'pathological' (counted in the stats): they are searched by a sorted "
-        "window of this width instead of all pairs, so no bucket costs more than cap comparisons per row.",
+        description="Most comparisons one signature makes inside one bucket (a MinHash band bucket, or a "
+        "pHash (band, sub-band) bucket). Identical signatures never count: they are linked as a star. A "
+        "bucket of more than cap+1 distinct signatures is 'pathological' (counted in the stats) and is "
+        "searched by a sorted window of this width instead of all pairs, so no bucket costs more than cap "
+        "comparisons per row (pairs beyond the window can be missed there).",
     )
     max_inherited_captions: int = Field(
         16,
@@ -95,5 +98,6 @@ class DedupConfig(BaseModel):
     rows_per_partition: int = Field(
         250_000,
         ge=1,
-        description="Target rows per group-by partition of the identify job; bounds one task's memory.",
+        description="Target rows (band keys, or cluster members) per group-by partition of the identify job; "
+        "bounds one task's memory.",
     )

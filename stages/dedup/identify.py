@@ -43,7 +43,6 @@ RECORD_COLUMNS = [
 ATTRIBUTE_SCHEMA = MEMBER_SCHEMA.remove(MEMBER_SCHEMA.get_field_index("cluster"))
 BAND_SCHEMA = pa.schema(
     [
-        ("part", pa.int64()),
         ("bucket", pa.uint64()),
         ("signature", pa.uint64()),  # what must be equal (exact spaces) or is verified (pHash)
         ("key", pa.int64()),
@@ -70,8 +69,9 @@ def signature_columns(cfg: DedupConfig) -> list[str]:
 
 
 def row_key(sample_id: str) -> int:
-    """A compact int64 stand-in for sample_id in shuffles (64-bit BLAKE2b: a collision among a billion
-    rows has probability ~3e-2 / 1e3 = 3e-5; it would only put two rows in one cluster's member list)."""
+    """A compact int64 stand-in for sample_id in shuffles and on the driver (64-bit BLAKE2b). Two rows share
+    a key with probability n^2 / 2^65: 3e-8 for a million rows, 3e-2 for a billion; such a pair would be
+    treated as one node, so the other row could join that node's cluster."""
     return int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
@@ -96,18 +96,11 @@ def attributes(records: pa.Table, cfg: DedupConfig) -> pa.Table:
             "pixel_hash": column(PIXEL_HASH, pa.string()),
             "phash": column(PHASH, pa.int64()),
             "caption": kept["caption"],
-            "minhash": column(MINHASH, pa.binary()) if MINHASH in kept.column_names else pa.nulls(n, pa.binary()),
+            "minhash": column(MINHASH, pa.binary()),
             "text_only": text_only,
         },
         schema=ATTRIBUTE_SCHEMA,
     )
-
-
-def band_rows_per_record(cfg: DedupConfig) -> int:
-    """Upper bound of band rows one record emits: sizes the group-by partitions."""
-    return int(cfg.exact) + int(cfg.pixels) + (cfg.phash_radius + 1) * int(cfg.phash) + lsh_params(
-        cfg.threshold, cfg.num_perm
-    )[0] * int(cfg.text or cfg.captions)
 
 
 def _hex_prefix(values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +110,8 @@ def _hex_prefix(values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(valid), np.array(prefixes, dtype=np.uint64)
 
 
-def band_rows(attrs: pa.Table, cfg: DedupConfig, partitions: int) -> pa.Table:
-    """Every signature of a block as band keys, each tagged with its group-by partition."""
+def band_rows(attrs: pa.Table, cfg: DedupConfig) -> pa.Table:
+    """Every signature of a block as band keys."""
     keys = attrs["key"].to_numpy()
     pieces: list[tuple[Space, int, np.ndarray, np.ndarray, np.ndarray]] = []  # space, band, rows, value, sig
     for enabled, space, name in ((cfg.exact, Space.SHA256, "sha256"), (cfg.pixels, Space.PIXELS, "pixel_hash")):
@@ -147,7 +140,6 @@ def band_rows(attrs: pa.Table, cfg: DedupConfig, partitions: int) -> pa.Table:
     bucket = np.concatenate([bucket_ids(space, band, values) for space, band, _, values, _ in pieces])
     return pa.table(
         {
-            "part": (bucket % np.uint64(partitions)).astype(np.int64),
             "bucket": bucket,
             "signature": np.concatenate([sig for *_, sig in pieces]),
             "key": np.concatenate([keys[rows] for _, _, rows, _, _ in pieces]),
@@ -248,8 +240,13 @@ def verify_minhash_clusters(members: pa.Table, left: np.ndarray, right: np.ndarr
 
 
 def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:
-    """Spread int64 ids (keys, cluster labels) over group-by partitions."""
+    """Spread 64-bit ids (buckets, keys, cluster labels) over group-by partitions."""
     return (mix64(values.view(np.uint64)) % np.uint64(partitions)).astype(np.int64)
+
+
+def with_partition(table: pa.Table, column: str, partitions: int) -> pa.Table:
+    """The table with a `part` column for a group-by: rows with equal `column` share a partition."""
+    return table.append_column("part", pa.array(partition_of(table[column].to_numpy(), partitions)))
 
 
 def attach_clusters(attrs: pa.Table, nodes: np.ndarray, labels: np.ndarray, partitions: int) -> pa.Table:
@@ -260,8 +257,5 @@ def attach_clusters(attrs: pa.Table, nodes: np.ndarray, labels: np.ndarray, part
     keys = attrs["key"].to_numpy()
     position = np.minimum(np.searchsorted(nodes, keys), max(len(nodes) - 1, 0))
     member = (nodes[position] == keys) if len(nodes) else np.zeros(len(keys), bool)
-    members = attrs.filter(pa.array(member))
-    cluster = labels[position[member]]
-    return members.append_column("cluster", pa.array(cluster, pa.int64())).append_column(
-        "part", pa.array(partition_of(cluster, partitions))
-    )
+    members = attrs.filter(pa.array(member)).append_column("cluster", pa.array(labels[position[member]], pa.int64()))
+    return with_partition(members, "cluster", partitions)

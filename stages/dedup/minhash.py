@@ -120,7 +120,7 @@ def signatures_to_arrow(signatures: np.ndarray) -> pa.FixedSizeBinaryArray:
     """Fixed-size binary, little-endian values; null where the caption had no shingles."""
     le = signatures.astype(signatures.dtype.newbyteorder("<"), copy=False)
     width = le.shape[1] * le.dtype.itemsize
-    buffer = pa.py_buffer(np.ascontiguousarray(le).tobytes())
+    buffer = pa.py_buffer(np.ascontiguousarray(le))  # shares the array's memory
     empty = is_empty_signature(signatures)
     validity = pa.array(~empty).buffers()[1] if empty.any() else None
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(le), [validity, buffer])
@@ -144,7 +144,7 @@ def signatures_from_arrow(column: pa.Array | pa.ChunkedArray, cfg: DedupConfig) 
     filled = column.fill_null(b"\xff" * width) if column.null_count else column
     data = np.frombuffer(filled.buffers()[1], dtype=np.dtype(dtype).newbyteorder("<"))
     start = filled.offset * cfg.num_perm
-    return data[start : start + len(filled) * cfg.num_perm].reshape(len(filled), cfg.num_perm).astype(dtype)
+    return data[start : start + len(filled) * cfg.num_perm].reshape(len(filled), cfg.num_perm).astype(dtype, copy=False)
 
 
 def _mismatch(cfg: DedupConfig) -> str:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from datasketch import MinHashLSH
 
-from stages.dedup.banding import Space, lsh_params, phash_band_layout, phash_bands
+from stages.dedup.banding import Space, lsh_params, phash_band_layout, phash_bands, phash_subbands
 from stages.dedup.candidates import search_buckets
 from stages.dedup.config import DedupConfig
 from stages.dedup.identify import ATTRIBUTE_SCHEMA, band_rows, edges_in_partition, row_key
@@ -43,6 +43,20 @@ def test_every_pair_within_the_radius_shares_a_band(radius: int) -> None:
         near = flip_bits(base, flips, rng)
         shared = (phash_bands(base, radius) == phash_bands(near, radius)).any(axis=1)
         assert shared.all(), flips
+
+
+@pytest.mark.parametrize("radius", [1, 4, 6])
+def test_pairs_sharing_a_band_also_share_a_sub_band(radius: int) -> None:
+    rng = np.random.default_rng(10 + radius)
+    base = rng.integers(-(2**63), 2**63 - 1, size=3000, dtype=np.int64)
+    near = flip_bits(base, rng.integers(0, radius + 1, size=len(base)), rng)
+    shared_band = np.argmax(phash_bands(base, radius) == phash_bands(near, radius), axis=1).astype(np.int8)
+    sub_base = phash_subbands(base, shared_band, radius)
+    sub_near = phash_subbands(near, shared_band, radius)
+    assert (sub_base == sub_near).any(axis=1).all()
+    # Each sub-band is one of radius+1 pieces of the bits outside the band.
+    widest = -(-(64 - min(w for _, w in phash_band_layout(radius))) // (radius + 1))
+    assert max(int(v).bit_length() for v in sub_base.max(axis=0)) == widest
 
 
 def test_lsh_bands_are_datasketchs_choice() -> None:
@@ -93,7 +107,7 @@ def attribute_table(phashes: np.ndarray, captions: list[str | None], cfg: DedupC
 
 
 def found_pairs(attrs: pa.Table, cfg: DedupConfig, space: Space) -> set[tuple[int, int]]:
-    edges = edges_in_partition(band_rows(attrs, cfg, partitions=1), cfg)
+    edges = edges_in_partition(band_rows(attrs, cfg), cfg)
     edges = edges.filter(pa.compute.equal(edges["space"], int(space)))
     index = {k: i for i, k in enumerate(attrs["key"].to_pylist())}
     return {tuple(sorted((index[a], index[b]))) for a, b in zip(edges["a"].to_pylist(), edges["b"].to_pylist())}
