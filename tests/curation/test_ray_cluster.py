@@ -48,7 +48,11 @@ def ray_cluster(tmp_path):
     try:
         yield f"127.0.0.1:{port}", env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        # `ray stop` would stop every Ray on the machine (the test session's own among them): end only the
+        # processes of this cluster, which all name its temp dir on their command line.
+        subprocess.run(["pkill", "-TERM", "-f", str(temp_dir)], capture_output=True, timeout=30)
+        subprocess.run(["sleep", "3"])
+        subprocess.run(["pkill", "-KILL", "-f", str(temp_dir)], capture_output=True, timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
