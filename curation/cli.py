@@ -65,6 +65,19 @@ def cmd_fetch_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from curation.calibration import calibrate_config
+
+    cfg = load_config(args.config)
+    out = args.output or str(Path(cfg.output) / "calibration")
+    summary = calibrate_config(cfg, args.sample, out)
+    for column, c in summary["columns"].items():
+        drops = ", ".join(f"{r['bound']} {r['threshold']:g} drops {r['would_drop']}" for r in c["rules"]) or "no rule"
+        print(f"{column:28s} scored {c['scored']:6d}  {drops}")
+    print(f"histograms and keep tables: {out} (show them with: curation report OUT --calibration {out})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from curation.demo import run_demo
 
@@ -99,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--calibration", metavar="DIR", help="folder of calibration histogram JSON files")
     rep.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels")
     rep.set_defaults(fn=cmd_report)
+
+    cal = sub.add_parser("calibrate", help="score a sample and show, per filter, what each threshold would drop")
+    cal.add_argument("config", help="the run config")
+    cal.add_argument("--sample", type=int, default=1000, help="how many inputs to score (random partitions)")
+    cal.add_argument("-o", "--output", help="folder for histograms and tables (default OUT/calibration)")
+    cal.set_defaults(fn=cmd_calibrate)
 
     fetch = sub.add_parser("fetch-models", help="download and cache a config's model weights (needs a network)")
     fetch.add_argument("config", help="the run config whose clip: section names the weights")

@@ -28,9 +28,15 @@ QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
 
 
 def score_columns(table: pa.Table, rules: list[ThresholdRule]) -> list[str]:
-    """Numeric namespaced columns, plus any other column a rule reads (such as frames)."""
+    """Numeric namespaced columns, plus any other column a rule reads (such as frames).
+
+    Dedup signatures (`dedup.phash`) are integers too, but hashes, not scores."""
     numeric = {
-        f.name for f in table.schema if "." in f.name and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+        f.name
+        for f in table.schema
+        if "." in f.name
+        and not f.name.startswith("dedup.")
+        and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
     }
     return sorted(numeric | {r.column for r in rules if r.column in table.column_names})
 
@@ -88,6 +94,17 @@ def calibrate(table: Any, cfg: FiltersConfig, out_dir: str | Path, bins: int = 5
                     "kept_if_max": int((values <= t).sum()),
                 }
             )
+        counts, edges = np.histogram(values, bins=bins)
+        bounds_by_kind = {kind: v for kind, v, _ in bounds}
+        histogram = {
+            "column": column,
+            "bins": [float(e) for e in edges],
+            "counts": [int(c) for c in counts],
+            "threshold": {"min": bounds_by_kind.get("min"), "max": bounds_by_kind.get("max")},
+            "keep_table": [r for r in csv_rows if r["column"] == column],
+        }
+        # One file per column in the shape `curation report --calibration DIR` draws.
+        (out / f"hist_{column}.json").write_text(json.dumps(histogram, indent=2) + "\n", encoding="utf-8")
         summary["columns"][column] = {
             "scored": len(values),
             "min": float(values.min()),
