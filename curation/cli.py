@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("config", help="the run config whose clip: section names the weights")
     fetch.set_defaults(fn=cmd_fetch_models)
 
+    from model.train.cli import register_commands
+
+    register_commands(sub)  # train, sample, caption, eval
+
     demo = sub.add_parser("demo", help="generate a multi-source corpus with planted problems and curate it")
     demo.add_argument("--output", default="runs/demo", help="folder for the corpus and the run (replaced)")
     demo.add_argument("--images", type=int, default=120, help="base images in the generated corpus")
