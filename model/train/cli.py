@@ -13,12 +13,13 @@ from pathlib import Path
 
 
 def train_command(config_path: str | Path, resume: bool = False) -> int:
+    from curation.config import ConfigError
     from model.train.config import load_train_config
     from model.train.trainer import train
 
     try:
         train(load_train_config(config_path), resume=resume)
-    except FileExistsError as error:
+    except (ConfigError, FileExistsError) as error:
         print(f"curation train: {error}", file=sys.stderr)
         return 2
     return 0
@@ -37,7 +38,11 @@ def sample_command(
 ) -> int:
     from model.train.sampling import draw_image, load_inference, parse_size
 
-    width, height = parse_size(size)
+    try:
+        width, height = parse_size(size)
+    except ValueError as error:
+        print(f"curation sample: {error}", file=sys.stderr)
+        return 2
     inference = load_inference(checkpoint, device=device)
     image = draw_image(inference, prompt, width, height, steps=steps, cfg_scale=cfg_scale, seed=seed)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -169,6 +169,29 @@ def render_scene(
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
+def shapes_vocabulary() -> list[str]:
+    """Every word of every scene's caption, sorted."""
+    return sorted({word for scene in all_scenes() for word in scene.caption.split()})
+
+
+def write_shapes_tokenizer(path: str | Path) -> Path:
+    """A word-level `tokenizers` JSON for shapes captions (~14 tokens a caption instead of ~65 bytes),
+    with NEO's special tokens under the names `model.train.tokenizer.FileTokenizer` looks up."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from model.train.tokenizer import FileTokenizer
+
+    specials = list(FileTokenizer.SPECIAL_NAMES.values())
+    vocabulary = {token: i for i, token in enumerate(["[UNK]", *shapes_vocabulary(), *specials])}
+    tokenizer = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens(specials)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    return path
+
+
 def generate_shapes(
     folder: str | Path,
     n: int,

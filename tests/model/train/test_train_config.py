@@ -8,6 +8,7 @@ import pytest
 from train_helpers import write_config
 
 from curation.config import ConfigError
+from model.train.cli import train_command
 from model.train.config import load_train_config
 
 
@@ -22,10 +23,12 @@ def test_yaml_loads_with_defaults_and_relative_paths(tmp_path):
     assert config.tokenizer_path is None
 
 
-def test_unknown_keys_are_errors_naming_their_path(tmp_path):
+def test_unknown_keys_are_errors_naming_their_path(tmp_path, capsys):
     path = write_config(tmp_path / "t.yaml", data="d", steps=1, tasks={"t2i": 1, "img2txt": 1})
     with pytest.raises(ConfigError, match="tasks.img2txt"):
         load_train_config(path)
+    assert train_command(path) == 2
+    assert "tasks.img2txt" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,12 @@ def test_inference_uses_the_ema_generation_weights(trained):
     assert not averaged.equal(raw)
 
 
+def test_sample_refuses_a_size_off_the_patch_grid(trained, tmp_path):
+    output = tmp_path / "never.png"
+    assert sample_command(list_checkpoints(trained)[-1], "a red circle", "250x256", output) == 2
+    assert not output.exists()
+
+
 @pytest.mark.parametrize("text", ["256", "250x256", "0x32", "axb"])
 def test_size_must_be_multiples_of_the_patch(text):
     with pytest.raises(ValueError):

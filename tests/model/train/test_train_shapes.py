@@ -21,8 +21,10 @@ from model.train.shapes import (
     held_out_scenes,
     render_scene,
     training_scenes,
+    write_shapes_tokenizer,
 )
 from model.train.shapes_judge import Judgement, judge_caption, judge_image
+from model.train.tokenizer import load_tokenizer
 from stages.annotator import AnalysisImage
 
 
@@ -85,3 +87,11 @@ def test_generated_corpus_passes_default_quality_filters_and_holds_out_eval_scen
         scores = annotator.annotate({}, AnalysisImage(image, image.width, image.height, path.read_bytes()))
         verdicts = {rule.column: rule.check(scores[rule.column]) for rule in rules if rule.column in scores}
         assert all(v == KEEP for v in verdicts.values()), (path.name, verdicts)
+
+
+def test_shapes_word_tokenizer_round_trips_every_caption(tmp_path):
+    tokenizer = load_tokenizer(write_shapes_tokenizer(tmp_path / "shapes.json"))
+    for scene in all_scenes():
+        ids = tokenizer.encode(scene.caption)
+        assert len(ids) == len(scene.caption.split()) and tokenizer.decode(ids) == scene.caption
+    assert tokenizer.decode([tokenizer.encode("red")[0], tokenizer.eos_id]) == "red"
