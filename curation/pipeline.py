@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -24,12 +23,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import ray.data
+from ray.data.expressions import col
 
 from annotators.clip import ClipStage
 from annotators.clip_config import check_clip
 from annotators.embeddings import EMBEDDINGS_DIR
 from curation import schema as rec
 from curation.config import PipelineConfig
+from curation.commit import commit_unit, finished_unit, remove_temporaries
+from curation.config import dump_config
 from curation.provenance import environment, git_commit, package_version, write_config, write_json
 from curation.ray_adapter import map_stage, ray_session
 from curation.registry import analysis_annotators, filter_stages, signature_stages
@@ -38,19 +40,22 @@ from filters.assemble import clip_head_filter
 from manifests.inspect import format_summary, inspect_run
 from manifests.progress import Progress, parquet_rows, resolve_mode
 from manifests.writer import write_manifest
+from curation.units import (
+    DONE, RECORDS_DIR, SHARD_COLUMN, WORK_DIR, PartitionAnalysis, committed_stage_seconds, records_done,
+    write_shard_unit,
+)  # fmt: skip
 from stages.analyze import AnalyzeStage
-from stages.bucket_stage import BucketRenderer, BucketStage
+from stages.bucket_stage import BucketStage
 from stages.dedup_apply import DECISION_RENAMES, ApplyDedupStage
 from stages.ingest import IngestStage
-from stages.shards import SHARD_STAGE, TEXT_BUCKET, ShardInfo, shard_index, shards_for_bucket, write_shard
-from stages.sources import plan_partitions
+from stages.shards import SHARD_STAGE, TEXT_BUCKET, ShardInfo, shard_index, shards_for_bucket
+from stages.sources import Partition, plan_partitions
 
-WORK_DIR = "_work"
-RECORDS_DIR = f"{WORK_DIR}/records"
 DECISIONS_DIR = f"{WORK_DIR}/dedup"
+DECISIONS_DONE = f"{WORK_DIR}/dedup{DONE}"
 SHARD_INDEX = "shards/index.parquet"
 BUCKETS_JSON = "buckets.json"
-SHARD_COLUMN = "_shard_index"
+RUN_JSON = "run.json"
 # A rough JPEG/WebP size per pixel, only to size shards before they are written.
 ENCODED_BYTES_PER_PIXEL = 0.35
 
@@ -103,31 +108,54 @@ class Pipeline:
     def path(self, *parts: str) -> str:
         return posixpath.join(self.out, *parts)
 
-    def prepare_output(self, overwrite: bool) -> None:
+    def prepare_output(self, overwrite: bool) -> bool:
+        """Make the output folder ready; True when it holds an unfinished run of this config to resume."""
         fs, _ = fsspec.core.url_to_fs(self.out)
-        if fs.exists(self.path("manifest")) or fs.exists(self.path("shards")):
-            if not overwrite:
-                raise OutputExistsError(f"{self.out} already holds a run; pass --overwrite to replace it")
-            for d in ("manifest", "shards", EMBEDDINGS_DIR, WORK_DIR, BUCKETS_JSON, "run.json"):
-                if fs.exists(self.path(d)):
-                    fs.rm(self.path(d), recursive=True)
+        state = self.previous_run(fs)
+        if state == "finished" and not overwrite:
+            raise OutputExistsError(f"{self.out} already holds a finished run; pass --overwrite to replace it")
+        if state == "other" and not overwrite:
+            raise OutputExistsError(
+                f"{self.out} holds an unfinished run of a different config (see its config.yaml); "
+                "pass --overwrite to discard it"
+            )
+        if state == "resume" and not overwrite:
+            remove_temporaries(self.out)
+            return True
+        for d in ("manifest", "shards", EMBEDDINGS_DIR, WORK_DIR, BUCKETS_JSON, RUN_JSON):
+            if fs.exists(self.path(d)):
+                fs.rm(self.path(d), recursive=True)
         fs.makedirs(self.out, exist_ok=True)
-        if fs.exists(self.path(WORK_DIR)):
-            fs.rm(self.path(WORK_DIR), recursive=True)
+        return False
+
+    def previous_run(self, fs) -> str | None:
+        """None (nothing there), 'finished', 'resume' (unfinished, same config) or 'other'."""
+        if not (fs.exists(self.path(RUN_JSON)) or fs.exists(self.path("manifest")) or fs.exists(self.path("shards"))):
+            return None
+        try:
+            with fs.open(self.path(RUN_JSON), "r") as f:
+                status = json.load(f).get("status")
+            with fs.open(self.path("config.yaml"), "r") as f:
+                same_config = f.read() == dump_config(self.cfg)
+        except (FileNotFoundError, ValueError):
+            return "other"
+        if status == "finished":
+            return "finished"
+        return "resume" if same_config else "other"
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self, overwrite: bool = False, keep_work: bool = False) -> RunResult:
         partitions = plan_partitions(self.cfg.sources)  # a missing source fails here, before any work
         check_clip(self.cfg.clip)  # and so do missing model weights, unless the stage is optional
-        self.prepare_output(overwrite)
+        resuming = self.prepare_output(overwrite)
         write_config(self.out, self.cfg)
         started = time.time()
         stages = [self.ingest.name, *[s.name for s in self.analysis], self.apply_dedup.name,
                   *[s.name for s in self.clip_stages], self.bucket.name, SHARD_STAGE]  # fmt: skip
         info = {"version": package_version(), "git_commit": git_commit(), "environment": environment(),
                 "started": started, "status": "running", "partitions": len(partitions), "stages": stages,
-                "clip": check_clip(self.cfg.clip).summary()}  # fmt: skip
-        write_json(self.out, "run.json", info)
+                "resumed": resuming, "clip": check_clip(self.cfg.clip).summary()}  # fmt: skip
+        write_json(self.out, RUN_JSON, info)
         progress = Progress(resolve_mode(self.cfg.ray.progress), log=self.log, total_stages=3)
         try:
             with ray_session(self.cfg.ray):
@@ -140,8 +168,9 @@ class Pipeline:
                     st.rows = sum(i.samples for i in shards)
         except BaseException as e:
             info.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000], stage_seconds=progress.stage_seconds)
-            write_json(self.out, "run.json", info)
+            write_json(self.out, RUN_JSON, info)
             raise
+        info["stage_cpu_seconds"] = committed_stage_seconds(self.out)
         if not keep_work:
             fs, _ = fsspec.core.url_to_fs(self.out)
             fs.rm(self.path(WORK_DIR), recursive=True)
@@ -149,32 +178,46 @@ class Pipeline:
         elapsed = time.time() - started
         info.update(status="finished", finished=time.time(), elapsed_s=elapsed, stage_seconds=progress.stage_seconds,
                     counts={k: summary[k] for k in ("inputs", "kept", "dropped")})  # fmt: skip
-        write_json(self.out, "run.json", info)
+        write_json(self.out, RUN_JSON, info)
         summary["run"] = info
         self.log(format_summary(summary))
         return RunResult(self.out, summary, shards, elapsed)
 
-    def analyze(self, partitions) -> None:
-        items = [{"partition": json.dumps(p.to_dict())} for p in partitions]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-        ds = map_stage(ds, self.ingest, batch_size=1)
-        for stage in self.analysis:
-            ds = map_stage(ds, stage, self.cfg.ray.batch_size)
-        ds.write_parquet(self.path(RECORDS_DIR))
+    def analyze(self, partitions: list[Partition]) -> None:
+        """Run every partition whose records are not committed yet, one partition per task."""
+        pending = [p for p in partitions if finished_unit(self.out, records_done(p.index)) is None]
+        if len(pending) < len(partitions):
+            self.log(f"resuming: {len(partitions) - len(pending)} of {len(partitions)} partitions already analysed")
+        if not pending:
+            return
+        unit = PartitionAnalysis(self.ingest, self.analysis, self.out, self.cfg.ray.batch_size).bind(self.schema)
+        items = [{"partition": json.dumps(p.to_dict())} for p in pending]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        map_stage(ds, unit, batch_size=1).materialize()
 
     def records(self) -> ray.data.Dataset:
-        return ray.data.read_parquet(self.path(RECORDS_DIR), schema=self.schema)
+        # Every partition is committed by now; the extension filter leaves out completion records and the
+        # temporaries of attempts that died.
+        return ray.data.read_parquet(self.path(RECORDS_DIR), schema=self.schema, file_extensions=["parquet"])
 
     def identify(self) -> bool:
+        """The global dedup job, committed as one unit: redone whole unless its decisions are intact."""
         d = self.cfg.dedup
         if not (d.exact or d.pixels or d.phash or d.text or d.captions):
             return False
+        if (done := finished_unit(self.out, DECISIONS_DONE)) is not None:
+            return bool(done["files"])
         from curation.dedup_job import identify_duplicates
 
+        fs, _ = fsspec.core.url_to_fs(self.out)
+        if fs.exists(self.path(DECISIONS_DIR)):
+            fs.rm(self.path(DECISIONS_DIR), recursive=True)
         decisions = identify_duplicates(self.records(), self.cfg.dedup)
         decisions.write_parquet(self.path(DECISIONS_DIR))
-        fs, _ = fsspec.core.url_to_fs(self.out)
-        return bool(fs.glob(self.path(DECISIONS_DIR, "*.parquet")))
+        files = sorted(posixpath.relpath(f, fs._strip_protocol(self.out))
+                       for f in fs.glob(self.path(DECISIONS_DIR, "*.parquet")))  # fmt: skip
+        commit_unit(self.out, DECISIONS_DONE, files)
+        return bool(files)
 
     def publish(self, has_decisions: bool) -> list[ShardInfo]:
         ds = self.records()
@@ -188,12 +231,15 @@ class Pipeline:
         for stage in self.clip_stages:
             ds = map_stage(ds, stage, self.cfg.clip.batch_size, actors=self.cfg.clip.actors)
         ds = map_stage(ds, self.bucket, self.cfg.ray.batch_size).materialize()
-        kept = ds.filter(expr=f"status == '{rec.KEPT}'")
-        dropped = ds.filter(expr=f"status != '{rec.KEPT}'")
+        kept = ds.filter(expr=col("status") == rec.KEPT)
+        dropped = ds.filter(expr=col("status") != rec.KEPT)
         written, infos = self.write_shards(kept)
         manifest_schema = rec.manifest_schema(self.schema)
         rows = (dropped.union(written) if written is not None else dropped).select_columns(manifest_schema.names)
         rows = rows.sort("sample_id")
+        fs, _ = fsspec.core.url_to_fs(self.out)
+        if fs.exists(self.path("manifest")):  # parts of a killed run's manifest: the whole manifest is redone
+            fs.rm(self.path("manifest"), recursive=True)
         write_manifest(self.out, manifest_schema, rows.iter_batches(batch_format="pyarrow", batch_size=8192))
         self.write_indexes(infos)
         return infos
@@ -210,7 +256,7 @@ class Pipeline:
                     for b, n in counts.items()}  # fmt: skip
         assigned = kept.map_batches(_assign_shards, fn_args=(n_shards,), batch_format="pyarrow")
         groups = assigned.groupby(["bucket", SHARD_COLUMN], num_partitions=self.shuffle_partitions())
-        written = groups.map_groups(_write_shard_group, batch_format="pyarrow",
+        written = groups.map_groups(write_shard_unit, batch_format="pyarrow",
                                     fn_args=(self.out, self.schema, self.score_columns, self.cfg)).materialize()  # fmt: skip
         return written, self.read_shard_infos()
 
@@ -254,17 +300,3 @@ def _assign_shards(batch: pa.Table, n_shards: dict[str, int]) -> pa.Table:
     buckets = batch.column("bucket").to_pylist()
     idx = [shard_index(i, n_shards[b]) for i, b in zip(ids, buckets)]
     return batch.append_column(SHARD_COLUMN, pa.array(idx, pa.int32()))
-
-
-def _write_shard_group(
-    group: pa.Table, out: str, schema: pa.Schema, score_columns: list[str], cfg: PipelineConfig
-) -> pa.Table:
-    """Write the tar of one (bucket, shard) group and its info record; return the group's rows."""
-    rows = group.drop_columns([SHARD_COLUMN]).to_pylist()
-    bucket = rows[0]["bucket"]
-    index = group.column(SHARD_COLUMN)[0].as_py()
-    render = None if bucket == TEXT_BUCKET else BucketRenderer(cfg.bucketing, cfg.decode)
-    rows, info = write_shard(rows, out, bucket, index, render, score_columns)
-    if info is not None:
-        write_json(out, info.shard.replace(".tar", ".info.json"), vars(info))
-    return rec.to_table(rows, schema)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import posixpath
 import subprocess
@@ -13,6 +12,7 @@ from typing import Any
 
 import fsspec
 
+from curation.commit import write_json_atomically
 from curation.config import PipelineConfig, dump_config
 
 PACKAGE = "neo-curation"
@@ -50,11 +50,7 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(out_root: str, name: str, data: dict[str, Any]) -> None:
-    fs, _ = fsspec.core.url_to_fs(out_root)
-    path = posixpath.join(out_root, name)
-    with fs.open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-    fs.mv(path + ".tmp", path)
+    write_json_atomically(posixpath.join(out_root, name), data)
 
 
 def write_config(out_root: str, cfg: PipelineConfig) -> None:

@@ -9,6 +9,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.commit import write_atomically
+
 MANIFEST_DIR = "manifest"
 ROWS_PER_PART = 100_000
 
@@ -47,10 +49,7 @@ class ManifestWriter:
         head, rest = table.slice(0, n), table.slice(n)
         name = part_name(len(self.parts))
         final = posixpath.join(self.out_root, name)
-        tmp = final + ".tmp"
-        with self.fs.open(tmp, "wb") as f:
-            pq.write_table(head, f, compression="zstd")
-        self.fs.mv(tmp, final)
+        write_atomically(final, lambda f: pq.write_table(head, f, compression="zstd"))
         self.parts.append(name)
         self.pending = [rest] if rest.num_rows else []
         self.pending_rows = rest.num_rows

@@ -7,10 +7,8 @@ with a reason rather than lost.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import posixpath
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -19,6 +17,7 @@ import fsspec
 import webdataset as wds
 
 from curation import schema as rec
+from curation.commit import file_sha256, temporary_name
 from curation.stage import Drop
 
 SHARD_STAGE = "shard"
@@ -72,7 +71,7 @@ def write_shard(
     rows = sorted(rows, key=lambda r: r["sample_id"])
     name = shard_name(bucket, index)
     final = posixpath.join(out_root, name)
-    tmp = f"{final}.tmp-{os.getpid()}"
+    tmp = temporary_name(final)
     fs, _ = fsspec.core.url_to_fs(final)
     fs.makedirs(posixpath.dirname(final), exist_ok=True)
     score_columns = list(score_columns)
@@ -102,16 +101,6 @@ def write_shard(
     digest, size = file_sha256(fs, tmp)
     fs.mv(tmp, final)
     return rows, ShardInfo(name, bucket, written, size, digest)
-
-
-def file_sha256(fs, path: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with fs.open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def shard_info_dicts(infos: Iterable[ShardInfo]) -> list[dict[str, Any]]:
