@@ -4,8 +4,8 @@
 
 1. generate the shapes corpus (model/train/shapes.py): 3000 scenes, 95% at 256x256, 5% at 512x512;
 2. curate it with the real pipeline and its default filters and dedup (embedded Ray, 2 CPUs);
-3. train the tiny preset (stage 3: 0.1 CE + 1 MSE) on the 256x256 bucket for at most 20 minutes
-   (`max_minutes`; --steps sets the cosine schedule's length), with the shapes word-level tokenizer
+3. train the tiny preset with model/train/shapes_recipe.py (stage 3: 0.1 CE + 1 MSE, the 256x256 bucket)
+   for at most 20 minutes (`max_minutes`; --steps sets the cosine schedule's length), with the word-level tokenizer
    (--tokenizer words, captions of ~14 tokens) or the default byte tokenizer (--tokenizer bytes);
 4. evaluate the last checkpoint on held-out scenes (model/train/shapes_eval.py) and print one JSON
    line with the accuracies, the training wall time and the load average.
@@ -32,30 +32,11 @@ from curation.pipeline import Pipeline  # noqa: E402
 from model.train.checkpointing import list_checkpoints  # noqa: E402
 from model.train.metrics import read_metrics  # noqa: E402
 from model.train.cli import train_command  # noqa: E402
-from model.train.shapes import generate_shapes, write_shapes_tokenizer  # noqa: E402
+from model.train.shapes import generate_shapes  # noqa: E402
 from model.train.shapes_eval import evaluate_shapes  # noqa: E402
+from model.train.shapes_recipe import shapes_train_settings  # noqa: E402
 
-# What learns the shapes world within 20 minutes on 2 shared CPU cores (bench/results/train.md):
-# - noise_base_tokens 1 gives 256x256 images sigma_R = 8 instead of 1: a 32x32 patch of flat colour
-#   averages the noise down 32-fold, so at sigma 1 every patch reads its own colour from z_t almost at
-#   once and the caption is never needed; at 8 the colour stays hidden up to t ~ 0.2;
-# - timestep std 1.2 instead of 0.8 trains the low-t regime where the shifted sampler starts;
-# - the 256x256 bucket only: a 512x512 batch (16 x 256 tokens) costs ~13 of them.
-TRAIN_SETTINGS = dict(
-    model=dict(preset="tiny", overrides=dict(noise_base_tokens=1)),
-    buckets=["256x256"],
-    stage=3,
-    max_minutes=20,
-    batch_size=16,
-    lr=2e-3,
-    warmup_steps=100,
-    tasks=dict(t2i=0.75, i2t=0.25),
-    timesteps=dict(mean=-0.8, std=1.2),
-    loader_workers=1,
-    cpu_threads=1,
-    checkpoint_every=250,
-    samples=dict(every=250, count=4, steps=20),
-)
+TRAIN_MINUTES = 20
 
 
 def curate(work: Path, images: int, seed: int) -> Path:
@@ -90,9 +71,8 @@ def main() -> None:
     output = work / "train"
     shutil.rmtree(output, ignore_errors=True)
     config = work / "train.yaml"
-    settings = dict(data=str(curated), output=str(output), steps=args.steps, seed=args.seed, **TRAIN_SETTINGS)
-    if args.tokenizer == "words":
-        settings["tokenizer"] = str(write_shapes_tokenizer(work / "shapes_tokenizer.json"))
+    settings = shapes_train_settings(curated, output, steps=args.steps, minutes=TRAIN_MINUTES, work=work,
+                                     words=args.tokenizer == "words", seed=args.seed)  # fmt: skip
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     load_before = os.getloadavg()
     started = time.perf_counter()

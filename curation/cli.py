@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from annotators.clip_config import ClipWeightsMissing
 from curation.config import ConfigError, load_config
-from curation.pipeline import OutputExistsError
+from curation.errors import OutputExistsError
 from stages.sources import SourceError
 
 EPILOG = """examples:
@@ -80,7 +79,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from curation.demo import run_demo
 
-    return run_demo(Path(args.output), n_images=args.images, overwrite=True, address=args.address)
+    return run_demo(Path(args.output), n_images=args.images, overwrite=True, address=args.address,
+                    shapes=args.shapes, train_minutes=args.train_minutes, eval_prompts=args.eval_prompts)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,10 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_commands(sub)  # train, sample, caption, eval
 
-    demo = sub.add_parser("demo", help="generate a multi-source corpus with planted problems and curate it")
+    demo = sub.add_parser("demo", help="generate a multi-source corpus with planted problems, curate it, train on it")
     demo.add_argument("--output", default="runs/demo", help="folder for the corpus and the run (replaced)")
     demo.add_argument("--images", type=int, default=120, help="base images in the generated corpus")
     demo.add_argument("--address", help="join a Ray cluster instead of an embedded one")
+    demo.add_argument("--shapes", type=int, default=480, help="flat-shape scenes in the shapes source")
+    demo.add_argument("--train-minutes", type=float, default=2.0,
+                      help="train the tiny NEO-unify on the shards this long, then evaluate it (0: skip)")
+    demo.add_argument("--eval-prompts", type=int, default=32, help="held-out shapes scenes in the eval")
     demo.set_defaults(fn=cmd_demo)
     return p
 

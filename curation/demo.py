@@ -31,13 +31,35 @@ def planted_vs_found(corpus: Path, out: str) -> list[tuple[str, int, str]]:
     return rows
 
 
-def run_demo(root: Path, n_images: int = 120, overwrite: bool = True, address: str | None = None) -> int:
+def train_on_shards(root: Path, curated: str, minutes: float, eval_prompts: int) -> dict:
+    """Train the tiny NEO-unify on the curated shards for `minutes`, then evaluate it on held-out shapes."""
+    from model.train.checkpointing import list_checkpoints
+    from model.train.cli import train_command
+    from model.train.shapes import held_out_scenes
+    from model.train.shapes_eval import evaluate_shapes
+    from model.train.shapes_recipe import shapes_train_settings
+
+    output = root / "train"
+    settings = shapes_train_settings(Path(curated), output, steps=2000, minutes=minutes, work=root, every=100)
+    settings["samples"]["prompts"] = [scene.caption for scene in held_out_scenes()[::32][:4]]
+    config = root / "train.yaml"
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    print(f"\ntraining the tiny NEO-unify on {curated}/shards for {minutes:g} minutes ({config}) ...")
+    if train_command(config) != 0:
+        raise RuntimeError(f"training failed; config: {config}")
+    result = evaluate_shapes(list_checkpoints(output)[-1], eval_prompts, steps=20)
+    (output / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_demo(root: Path, n_images: int = 120, overwrite: bool = True, address: str | None = None,
+             shapes: int = 480, train_minutes: float = 2.0, eval_prompts: int = 32) -> int:  # fmt: skip
     root = root.resolve()
     if root.exists() and overwrite:
         shutil.rmtree(root)
     corpus = root / "corpus"
-    print(f"generating a demo corpus of {n_images} base images in {corpus} ...")
-    data = generate(corpus, n_images=n_images)
+    print(f"generating a demo corpus of {n_images} base images and {shapes} shapes scenes in {corpus} ...")
+    data = generate(corpus, n_images=n_images, shapes=shapes if train_minutes > 0 else 0)
     data["output"] = str(root / "curated")
     if address:
         data["ray"] = {"address": address}
@@ -50,4 +72,9 @@ def run_demo(root: Path, n_images: int = 120, overwrite: bool = True, address: s
     report = write_report(cfg.output)
     print(f"\nconfig: {root / 'demo.yaml'}\nshards: {cfg.output}/shards\nmanifest: {cfg.output}/manifest"
           f"\nreport: {report}")
+    if train_minutes > 0:
+        result = train_on_shards(root, cfg.output, train_minutes, eval_prompts)
+        train = root / "train"
+        print(f"\nheld-out shapes eval: {json.dumps(result)}\nsample grids: {train}/samples\n"
+              f"loss curves: {train}/loss.png\neval: {train}/eval.json\ncheckpoints: {train}/checkpoints")
     return 0

@@ -30,6 +30,7 @@ from annotators.clip_config import check_clip
 from annotators.embeddings import EMBEDDINGS_DIR
 from curation import schema as rec
 from curation.config import PipelineConfig
+from curation.errors import OutputExistsError
 from curation.commit import commit_unit, finished_unit, remove_temporaries
 from curation.config import dump_config
 from curation.provenance import environment, git_commit, package_version, write_config, write_json
@@ -58,10 +59,6 @@ BUCKETS_JSON = "buckets.json"
 RUN_JSON = "run.json"
 # A rough JPEG/WebP size per pixel, only to size shards before they are written.
 ENCODED_BYTES_PER_PIXEL = 0.35
-
-
-class OutputExistsError(RuntimeError):
-    pass
 
 
 @dataclass

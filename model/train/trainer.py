@@ -124,6 +124,9 @@ class Trainer:
             self.after_step(record)
         if not checkpoint_path(self.output, self.step).exists():
             self.save()
+        # A run cut short by max_minutes still ends with a picture of where it got to.
+        if self.preview is not None and not self.grid_path().exists():
+            self.sample_grid()
         self.plot_losses()
 
     def out_of_time(self, run_started: float) -> bool:
@@ -197,8 +200,11 @@ class Trainer:
         if self.step % self.config.checkpoint_every == 0:
             self.save()
 
+    def grid_path(self) -> Path:
+        return self.output / SAMPLES_DIR / f"step_{self.step:06d}.png"
+
     def sample_grid(self) -> None:
-        path = self.output / SAMPLES_DIR / f"step_{self.step:06d}.png"
+        path = self.grid_path()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             render_preview(self.model, self.tokenizer, self.ema, self.preview, self.config.samples, path)
 
