@@ -1,5 +1,6 @@
 """Nothing lost, nothing twice: `curation run` killed with SIGKILL during ingest, during the dedup identify
-job and during shard writing, rerun each time, ends byte-identical to an uninterrupted run."""
+job and during shard writing, rerun each time, ends byte-identical to an uninterrupted run; and so does a
+run with other worker counts, partitions and batches."""
 
 import json
 import os
@@ -123,6 +124,19 @@ def test_killed_three_times_ends_identical_to_an_uninterrupted_run(tmp_path, ref
     assert output_files(out) == expected
     assert not [p for p in out.rglob("*") if TMP_MARK in p.name]
     assert not (out / "_work").exists()
+
+
+def test_worker_count_partitions_and_batches_do_not_change_a_byte(tmp_path, reference):
+    reference_data, expected = reference
+    data = dict(reference_data, output=str(tmp_path / "out"), ray={"num_cpus": 1, "batch_size": 5})
+    data["sources"] = [dict(source, partition_size=4) for source in reference_data["sources"]]
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert len(plan_partitions(parse_config(data).sources)) != len(plan_partitions(parse_config(reference_data).sources))
+    run = subprocess.run([CURATION, "run", str(config)], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, RAY_AUTH_MODE="disabled"))  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert output_files(tmp_path / "out") == expected
 
 
 def test_only_an_unfinished_run_of_the_same_config_is_resumed(tmp_path, reference):
