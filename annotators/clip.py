@@ -106,10 +106,12 @@ class ClipEncoder:
         import open_clip
 
         # Loading from the local file (never the tag) keeps setup offline; the tag's preprocessing and
-        # activation come along explicitly, which open_clip would otherwise only apply to a tag.
+        # activation come along explicitly, which open_clip would otherwise only apply to a tag. A weights
+        # file is untrusted input: weights_only refuses pickled code, whatever open_clip's default becomes.
         model, _, self.preprocess = open_clip.create_model_and_transforms(
             weights.model,
             pretrained=str(weights.path),
+            weights_only=True,
             precision=precision,
             device=device,
             force_quick_gelu=weights.quick_gelu,

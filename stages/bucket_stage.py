@@ -11,7 +11,7 @@ from curation.config import DecodeConfig
 from curation.stage import Drop, RowStage
 from stages.analyze import has_image
 from stages.bucketing import BucketDrop, BucketingConfig, BucketPlan, build_bucket_table, plan_bucket, render_to_bucket
-from stages.decode import display_size, read_bytes
+from stages.decode import DecodeTimeout, display_size, read_bytes, time_limit
 from stages.resize import ImageTooLarge
 from stages.shards import TEXT_BUCKET
 
@@ -51,6 +51,9 @@ class BucketRenderer:
     def __call__(self, row: Mapping[str, Any]) -> tuple[bytes, str]:
         data = read_bytes(row, self.decode.max_bytes)
         try:
-            return render_to_bucket(data, self.plan(row), self.cfg, self.decode.max_pixels), self.cfg.format
+            with time_limit(self.decode.timeout_s):
+                return render_to_bucket(data, self.plan(row), self.cfg, self.decode.max_pixels), self.cfg.format
         except ImageTooLarge as e:
             raise Drop("too_many_pixels", error=str(e)) from None
+        except DecodeTimeout as e:
+            raise Drop("decode_timeout", error=str(e)) from None

@@ -1,7 +1,8 @@
 """Safe reading and decoding: every way an input can be bad ends as a `Drop` with a reason, never a crash.
 
 Bounds per sample: a byte limit before reading, a pixel limit checked on the header before decoding (and
-Pillow's own bomb check), and a wall-clock limit around the decode.
+Pillow's own bomb check), a metadata budget, and one wall-clock limit around everything Pillow does with the
+file, header parsing included (counting the frames of a long GIF is as slow as decoding it).
 """
 
 from __future__ import annotations
@@ -16,19 +17,35 @@ from typing import Any, Iterator, Mapping
 
 import fsspec
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from curation.stage import Drop
 
 # Truncated files must fail loudly (a recorded reason), not decode half an image silently.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# Metadata that Pillow holds in memory (PNG text chunks, JPEG APPn/COM segments) is of no use here. Past
+# this budget a file is refused: it also keeps Pillow's quadratic joining of repeated JPEG EXIF segments
+# (1000 of them took 48 s) to milliseconds. Photo metadata, ICC profiles included, stays far below it.
+MAX_METADATA_BYTES = 4 * 2**20
+PngImagePlugin.MAX_TEXT_MEMORY = MAX_METADATA_BYTES
+# How Pillow words its refusals of PNG text past MAX_TEXT_CHUNK or MAX_TEXT_MEMORY.
+PILLOW_METADATA_ERRORS = ("MAX_TEXT_CHUNK", "MAX_TEXT_MEMORY")
+
+JPEG_SOI = b"\xff\xd8"
+JPEG_SOS, JPEG_EOI, JPEG_COM, JPEG_TEM = 0xDA, 0xD9, 0xFE, 0x01
+JPEG_APP = range(0xE0, 0xF0)
+JPEG_RST = range(0xD0, 0xD8)
+# Encoders write tens of header segments (an ICC profile splits into at most 255); Pillow parses each in
+# Python, so a header of millions of empty ones is refused up front rather than timed out.
+MAX_JPEG_SEGMENTS = 4096
+
 EXIF_ORIENTATION = 0x0112
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 
 
-class DecodeTimeout(Exception):
-    pass
+class DecodeTimeout(BaseException):
+    """Not an Exception, so that no `except Exception` in Pillow or in a best-effort step swallows it."""
 
 
 @contextlib.contextmanager
@@ -60,7 +77,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 @contextlib.contextmanager
 def pixel_limit(max_pixels: int) -> Iterator[None]:
-    """Pillow's own bomb check reads a process-wide limit; set it for this open only, then restore it."""
+    """Pillow's own bomb check reads a process-wide limit; set it for one decode only, then restore it."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:
@@ -102,23 +119,61 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def jpeg_header(data: bytes) -> tuple[int, int]:
+    """(segments, bytes in APPn and COM segments) of a JPEG's header; (0, 0) for other formats.
+
+    Walks the segment lengths only, and stops one segment past the limit; a malformed header ends the walk
+    and Pillow judges the damage.
+    """
+    if not data.startswith(JPEG_SOI):
+        return 0, 0
+    segments, metadata, pos = 0, 0, len(JPEG_SOI)
+    while pos + 4 <= len(data) and data[pos] == 0xFF and segments <= MAX_JPEG_SEGMENTS:
+        marker = data[pos + 1]
+        if marker in (JPEG_SOS, JPEG_EOI):
+            break
+        segments += 1
+        if marker == 0xFF or marker == JPEG_TEM or marker in JPEG_RST:  # fill byte or a marker with no length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in JPEG_APP or marker == JPEG_COM:
+            metadata += length
+        pos += 2 + length
+    return segments, metadata
+
+
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Open (header only) and refuse sizes past the pixel limit before any pixel is decoded."""
-    try:
-        with pillow_guard(), pixel_limit(max_pixels):
-            im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise Drop("not_an_image", error="Pillow cannot identify the file") from None
-    except Image.DecompressionBombError as e:
-        raise Drop("too_many_pixels", error=str(e)[:500]) from None
-    except Exception as e:  # noqa: BLE001 - header parsers raise many kinds of errors on hostile files
-        raise Drop("decode_error", error=f"{type(e).__name__}: {e}"[:500]) from None
+    segments, metadata = jpeg_header(data)
+    if metadata > MAX_METADATA_BYTES or segments > MAX_JPEG_SEGMENTS:
+        raise Drop("metadata_too_large", value=float(metadata),
+                   error=f"JPEG header of {segments} segments, {metadata} bytes of them APPn/COM")  # fmt: skip
+    im = Image.open(io.BytesIO(data))
     w, h = im.size
     if w <= 0 or h <= 0:
         raise Drop("bad_size", error=f"declared size {w}x{h}")
     if w * h > max_pixels:
         raise Drop("too_many_pixels", value=float(w * h), error=f"declared size {w}x{h}")
     return im
+
+
+def as_drop(e: BaseException) -> Drop:
+    """The recorded reason for an exception raised while Pillow opens or decodes a file."""
+    message = f"{type(e).__name__}: {e}"[:500]
+    if isinstance(e, UnidentifiedImageError):
+        return Drop("not_an_image", error="Pillow cannot identify the file")
+    if isinstance(e, DecodeTimeout):
+        return Drop("decode_timeout", error=str(e))
+    if isinstance(e, Image.DecompressionBombError):
+        return Drop("too_many_pixels", error=str(e)[:500])
+    if isinstance(e, MemoryError):
+        return Drop("decode_out_of_memory")
+    if isinstance(e, ValueError) and any(m in str(e) for m in PILLOW_METADATA_ERRORS):
+        return Drop("metadata_too_large", error=message)
+    if isinstance(e, (OSError, SyntaxError)) and "truncated" in str(e).lower():
+        return Drop("truncated", error=message)
+    return Drop("decode_error", error=message)
 
 
 def exif_orientation(im: Image.Image) -> int:
@@ -161,6 +216,18 @@ def decode(
     With `draft_short_side`, JPEGs decode at the smallest DCT scale whose short side is still at least
     that many pixels, which is several times faster than a full decode.
     """
+    try:
+        with time_limit(timeout_s), pillow_guard(), pixel_limit(max_pixels):
+            return _decode(data, max_pixels, draft_short_side)
+    except Drop:
+        raise
+    except (Exception, DecodeTimeout) as e:  # noqa: BLE001 - decoders of exotic formats raise anything
+        raise as_drop(e) from None
+
+
+def _decode(
+    data: bytes, max_pixels: int, draft_short_side: int | None
+) -> tuple[Image.Image, Image.Image | None, dict[str, Any]]:
     im = open_image(data, max_pixels)
     width, height = im.size
     orientation = exif_orientation(im)
@@ -172,27 +239,12 @@ def decode(
         "orientation": orientation,
         "frames": int(getattr(im, "n_frames", 1) or 1),
     }
-    try:
-        with time_limit(timeout_s), pillow_guard():
-            if draft_short_side and im.format == "JPEG":
-                scale = max(draft_short_side / min(width, height), 1 / 8)
-                im.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
-            im.seek(0)
-            im.load()
-            if orientation != 1:
-                im = ImageOps.exif_transpose(im)
-            rgb, alpha = to_rgb(im)
-    except Drop:
-        raise
-    except DecodeTimeout as e:
-        raise Drop("decode_timeout", error=str(e)) from None
-    except Image.DecompressionBombError as e:
-        raise Drop("too_many_pixels", error=str(e)[:500]) from None
-    except MemoryError:
-        raise Drop("decode_out_of_memory") from None
-    except (OSError, SyntaxError) as e:
-        reason = "truncated" if "truncated" in str(e).lower() else "decode_error"
-        raise Drop(reason, error=f"{type(e).__name__}: {e}"[:500]) from None
-    except Exception as e:  # noqa: BLE001 - decoders of exotic formats raise anything
-        raise Drop("decode_error", error=f"{type(e).__name__}: {e}"[:500]) from None
+    if draft_short_side and im.format == "JPEG":
+        scale = max(draft_short_side / min(width, height), 1 / 8)
+        im.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+    im.seek(0)
+    im.load()
+    if orientation != 1:
+        im = ImageOps.exif_transpose(im)
+    rgb, alpha = to_rgb(im)
     return rgb, alpha, facts

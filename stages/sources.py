@@ -84,8 +84,23 @@ def partitions_for(src: SourceConfig) -> Iterator[Partition]:
     files = expand_paths(src.path)
     if not files:
         raise SourceError(f"source {src.name!r}: no files match {src.path}")
+    if kind == "webdataset" or src.key_column is None:
+        check_unique_names(src, files)
     for f in files:
         yield Partition(src.name, kind, [f])
+
+
+def check_unique_names(src: SourceConfig, files: list[str]) -> None:
+    """Table row and tar sample keys start with their file's base name: two files sharing one would give
+    different samples the same sample_id."""
+    seen: dict[str, str] = {}
+    for f in files:
+        other = seen.setdefault(posixpath.basename(f), f)
+        if other != f:
+            raise SourceError(
+                f"source {src.name!r}: {other} and {f} have the same file name, of which sample keys are made; "
+                "make them two sources"
+            )
 
 
 def plan_partitions(sources: list[SourceConfig]) -> list[Partition]:

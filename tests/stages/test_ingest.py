@@ -117,7 +117,7 @@ def test_tar_groups_non_contiguous_members_and_records_hostile_names(tmp_path: P
     assert by_key["000.tar/s2"]["caption"] == "two"
     assert by_key["000.tar/../evil"]["drop_reason"] == "no_image"
     assert by_key["000.tar//abs/path"]["status"] == rec.KEPT  # a name, never a path we write to
-    assert by_key["000.tar/s1.jpg#dup"]["drop_reason"] == "tar_member_collision"
+    assert by_key["000.tar/s1.jpg#dup1"]["drop_reason"] == "tar_member_collision"
     assert by_key["000.tar/dir/s3"]["status"] == rec.KEPT
     assert by_key["001.tar/s9"]["caption"] == "nine"
     assert len(out) == 7
