@@ -168,6 +168,8 @@ class Pipeline:
             write_json(self.out, RUN_JSON, info)
             raise
         info["stage_cpu_seconds"] = committed_stage_seconds(self.out)
+        # A worker that died mid-write left its temporary behind; its task's retry wrote the unit again.
+        remove_temporaries(self.out)
         if not keep_work:
             fs, _ = fsspec.core.url_to_fs(self.out)
             fs.rm(self.path(WORK_DIR), recursive=True)
@@ -246,7 +248,8 @@ class Pipeline:
 
     def write_shards(self, kept: ray.data.Dataset) -> tuple[ray.data.Dataset | None, list[ShardInfo]]:
         """Write every kept sample into its bucket's shards; None when nothing was kept."""
-        counts = {r["bucket"]: r["count()"] for r in kept.groupby("bucket").count().take_all()}
+        buckets = kept.groupby("bucket", num_partitions=self.shuffle_partitions())
+        counts = {r["bucket"]: r["count()"] for r in buckets.count().take_all()}
         if not counts:
             return None, []
         n_shards = {b: shards_for_bucket(n, _bytes_per_sample(b), self.cfg.shards.max_samples, self.cfg.shards.max_bytes)

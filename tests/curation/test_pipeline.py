@@ -7,7 +7,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from PIL import Image
 
 from curation.config import parse_config
 from curation.demo_corpus import generate

@@ -1,75 +1,86 @@
-"""The pipeline joins a real local Ray cluster (`ray start --head`) through --address, with the same result."""
+"""The pipeline joins a real local Ray cluster of three nodes (`ray start`: a head and two workers) through
+--address, runs its work on both worker nodes, and writes the same result as an embedded run."""
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
+from __future__ import annotations
+
+import collections
+import threading
+import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from curation.demo_corpus import generate
-from manifests.reader import read_manifest
+from ray_cluster_helpers import (
+    LocalCluster, assert_accounted_once, assert_same_outputs, reference_run, run_cli, write_config,
+)  # fmt: skip
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray_cluster]
 
-BIN = Path(sys.executable).parent
+WORKER_NODES = ("worker1", "worker2")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ray_env() -> dict[str, str]:
-    # Every Ray command and driver must agree on the auth mode, or joining fails with InvalidAuthToken.
-    return dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
-
-
-def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "curation"), *args], env=env, capture_output=True, text=True, timeout=600)
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    return reference_run(tmp_path_factory)
 
 
 @pytest.fixture
-def ray_cluster(tmp_path):
-    """A head node on this machine, stopped (and its temp dir removed) afterwards."""
-    env = ray_env()
-    port = free_port()
-    temp_dir = Path("/tmp") / f"raytest-{port}"  # Ray's socket paths must stay short
-    start = subprocess.run(
-        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--object-store-memory=300000000",
-         "--include-dashboard=false", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert start.returncode == 0, start.stdout + start.stderr
+def ray_cluster():
+    """A head with no CPU (it hosts the driver and Ray's services, so every task must go to a worker node) and
+    two worker nodes of one CPU each, on this machine; afterwards only this cluster's processes are ended
+    (`ray stop` would end every Ray on the machine) and its temp dirs removed."""
+    c = LocalCluster()
     try:
-        yield f"127.0.0.1:{port}", env
+        c.start_head(num_cpus=0)
+        for _ in WORKER_NODES:
+            c.add_worker(num_cpus=1)
+        yield c
     finally:
-        # `ray stop` would stop every Ray on the machine (the test session's own among them): end only the
-        # processes of this cluster, which all name its temp dir on their command line.
-        subprocess.run(["pkill", "-TERM", "-f", str(temp_dir)], capture_output=True, timeout=30)
-        subprocess.run(["sleep", "3"])
-        subprocess.run(["pkill", "-KILL", "-f", str(temp_dir)], capture_output=True, timeout=30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        c.stop()
 
 
-def test_cluster_run_matches_embedded_run(tmp_path, ray_cluster):
-    address, env = ray_cluster
-    data = generate(tmp_path / "corpus", n_images=8, seed=2)
-    for name in ("embedded", "cluster"):
-        cfg = dict(data, output=str(tmp_path / name))
-        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
-    emb = run_cli(["run", str(tmp_path / "embedded.yaml"), "--progress", "off"], dict(env, RAY_ADDRESS=""))
-    assert emb.returncode == 0, emb.stderr[-3000:]
-    clu = run_cli(["run", str(tmp_path / "cluster.yaml"), "--address", address, "--progress", "off"], env)
-    assert clu.returncode == 0, clu.stderr[-3000:]
-    a, b = read_manifest(str(tmp_path / "embedded")), read_manifest(str(tmp_path / "cluster"))
-    assert a.num_rows > 0 and a.equals(b)
-    shards_a = sorted(p.relative_to(tmp_path / "embedded") for p in (tmp_path / "embedded").glob("shards/*/*.tar"))
-    shards_b = sorted(p.relative_to(tmp_path / "cluster") for p in (tmp_path / "cluster").glob("shards/*/*.tar"))
-    assert shards_a == shards_b
-    for p in shards_a:
-        assert (tmp_path / "embedded" / p).read_bytes() == (tmp_path / "cluster" / p).read_bytes()
+class BusyWorkerWatch:
+    """Samples, every 20 ms, which node each busy pipeline worker belongs to."""
+
+    def __init__(self, cluster: LocalCluster):
+        self.cluster = cluster
+        self.seen: collections.Counter = collections.Counter()  # (node, title) -> samples
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for w in self.cluster.busy_workers():
+                if "Map" in w.title:  # Ray Data's map operators: the pipeline's stages
+                    self.seen[(w.node, w.title)] += 1
+            time.sleep(0.02)
+
+    def __enter__(self) -> BusyWorkerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def nodes(self) -> set[str]:
+        return {node for node, _ in self.seen}
+
+
+def test_multi_node_cluster_run_matches_embedded_run(tmp_path: Path, reference, ray_cluster: LocalCluster):
+    data, embedded = reference
+    c = ray_cluster
+    alive = c.alive_nodes()
+    cpus = sorted(n["Resources"].get("CPU", 0.0) for n in alive)
+    assert len(alive) == 3 and cpus == [0.0, 1.0, 1.0], [(n["NodeID"], n["Resources"]) for n in alive]
+
+    write_config(tmp_path / "cluster.yaml", data, tmp_path / "cluster")
+    with BusyWorkerWatch(c) as watch:
+        clu = run_cli(["run", str(tmp_path / "cluster.yaml"), "--address", c.address, "--progress", "lines"], c.env)
+    assert clu.returncode == 0, clu.stdout[-2000:] + clu.stderr[-3000:]
+    print("busy pipeline workers seen (node, title: samples):", dict(watch.seen))
+    # The head has no CPU: whatever ran, ran on a worker node; both of them took pipeline tasks.
+    assert set(WORKER_NODES) <= watch.nodes(), dict(watch.seen)
+
+    assert assert_accounted_once(tmp_path / "cluster") == assert_accounted_once(embedded)
+    assert_same_outputs(embedded, tmp_path / "cluster")
