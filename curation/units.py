@@ -94,16 +94,16 @@ class PartitionAnalysis(Stage):
         if (done := finished_unit(self.out_root, records_done(index))) is not None:
             return {"partition": index, "rows": done["rows"]}
         seconds: Counter[str] = Counter()
-        started = time.perf_counter()
+        started = time.process_time()
         records = self.ingest(pa.table({"partition": [desc]}))
-        seconds[self.ingest.name] += time.perf_counter() - started
+        seconds[self.ingest.name] += time.process_time() - started
         chunks = []
         for chunk in records.to_batches(max_chunksize=self.batch_size):
             table = pa.Table.from_batches([chunk], schema=records.schema)
             for stage in self.stages:
-                started = time.perf_counter()
+                started = time.process_time()
                 table = stage(table)
-                seconds[stage.name] += time.perf_counter() - started
+                seconds[stage.name] += time.process_time() - started
             chunks.append(table)
         assert self.schema is not None
         table = pa.concat_tables(chunks) if chunks else self.schema.empty_table()
@@ -124,7 +124,7 @@ def write_shard_unit(
     rows_file, done = f"{unit}.parquet", f"{unit}{DONE}"
     if finished_unit(out_root, done) is not None:
         return read_parquet(out_root, rows_file)
-    started = time.perf_counter()
+    started = time.process_time()
     render = None if bucket == TEXT_BUCKET else BucketRenderer(cfg.bucketing, cfg.decode)
     rows, info = write_shard(group.drop_columns([SHARD_COLUMN]).to_pylist(), out_root, bucket, index, render,
                              score_columns)  # fmt: skip
@@ -135,12 +135,12 @@ def write_shard_unit(
         info_file = info.shard.replace(".tar", ".info.json")
         write_json(out_root, info_file, vars(info))
         files += [info.shard, info_file]
-    commit_unit(out_root, done, files, stage_seconds={SHARD_STAGE: time.perf_counter() - started})
+    commit_unit(out_root, done, files, stage_seconds={SHARD_STAGE: time.process_time() - started})
     return table
 
 
 def committed_stage_seconds(out_root: str) -> dict[str, float]:
-    """Worker seconds per stage, summed over the committed units' records."""
+    """CPU seconds per stage (the worker process's, its model threads included), summed over the units."""
     fs, _ = fsspec.core.url_to_fs(out_root)
     total: Counter[str] = Counter()
     for path in fs.glob(posixpath.join(out_root, WORK_DIR, "**", f"*{DONE}")):

@@ -7,14 +7,15 @@ with a reason rather than lost.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import posixpath
+import tarfile
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import fsspec
-import webdataset as wds
 
 from curation import schema as rec
 from curation.commit import file_sha256, temporary_name
@@ -76,9 +77,9 @@ def write_shard(
     fs.makedirs(posixpath.dirname(final), exist_ok=True)
     score_columns = list(score_columns)
     written = 0
-    with fs.open(tmp, "wb") as stream, wds.TarWriter(stream, mtime=FIXED_MTIME, user="", group="", encoder=False) as tar:
+    with fs.open(tmp, "wb") as stream, tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
         for row in rows:
-            sample = {"__key__": row["sample_id"]}
+            sample: dict[str, bytes] = {}
             if render is not None:
                 try:
                     data, ext = render(row)
@@ -93,7 +94,7 @@ def write_shard(
             row["key_in_shard"] = row["sample_id"]
             sample["txt"] = (row.get("caption") or "").encode("utf-8")
             sample["json"] = sample_json(row, score_columns)
-            tar.write(sample)
+            add_sample(tar, row["sample_id"], sample)
             written += 1
     if written == 0:
         fs.rm(tmp)
@@ -101,6 +102,17 @@ def write_shard(
     digest, size = file_sha256(fs, tmp)
     fs.mv(tmp, final)
     return rows, ShardInfo(name, bucket, written, size, digest)
+
+
+def add_sample(tar: tarfile.TarFile, key: str, members: Mapping[str, bytes]) -> None:
+    """WebDataset's layout (`<key>.<ext>` members in extension order) with nothing that varies between runs:
+    written with `tarfile` because importing webdataset in a worker imports torch."""
+    for ext in sorted(members):
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size = len(members[ext])
+        info.mtime = FIXED_MTIME
+        info.mode = 0o444
+        tar.addfile(info, io.BytesIO(members[ext]))
 
 
 def shard_info_dicts(infos: Iterable[ShardInfo]) -> list[dict[str, Any]]:
