@@ -9,8 +9,10 @@ Data, built once and shared by every method:
   originals (radius 4: 0..4 are duplicates, 5..8 are not), and a dense blob of near-identical hashes that
   overflows the band-bucket cap on purpose.
 
-Methods (each in its own process; peak memory is the largest sum of PSS over the process and its
-children, sampled every 0.2 s, so Ray's workers, raylet and object store count):
+Methods (each in its own process; peak memory, sampled every 0.2 s, is the largest sum over the process and
+all its descendants -- Ray's raylet, GCS, agents and every worker and actor -- of their private and file
+memory (Pss_Anon + Pss_File), plus the allocated size of the shared-memory files they hold, i.e. Ray's
+object store as the kernel holds it, freed-but-still-allocated pages included; see PeakMemory):
 - core: this project's vectorised functions in one process, no Ray (the floor).
 - ray: the identify job (curation.dedup_job) on a local Ray with 2 CPUs, after a Ray Data signature pass.
 - datasketch: MinHash with shared permutations + update_batch, MinHashLSH insert + query, in one process.
@@ -193,60 +195,88 @@ def _ray_labels(decisions: pa.Table, n: int) -> np.ndarray:
     return labels
 
 
-def _ray_identify(records: pa.Table, cfg: DedupConfig, signature_pass: Callable | None) -> tuple[pa.Table, dict]:
-    """Like the pipeline: records (with signatures) go to Parquet, and the identify job reads them back."""
+def _ray_identify(box: list[pa.Table], cfg: DedupConfig, signature_pass: Callable | None) -> tuple[pa.Table, dict]:
+    """Like the pipeline: records (with signatures) go to Parquet, and the identify job reads them back.
+    Ray starts as the pipeline starts it (curation.ray_adapter.ray_session), with 2 CPUs and the object
+    store capped at OBJECT_STORE_BYTES. `box` holds the only reference to the records, so that the driver
+    drops them once they are in Ray (the pipeline's driver never holds the records)."""
     import shutil
 
     import ray
 
+    from curation.config import RayConfig
     from curation.dedup_job import identify
+    from curation.ray_adapter import ray_session
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", object_store_memory=OBJECT_STORE_BYTES)
-    ray.data.DataContext.get_current().enable_progress_bars = False
     path = Path("/tmp/bench_dedup/records")
     shutil.rmtree(path, ignore_errors=True)
-    MEMORY.take()
-    t0 = time.perf_counter()
-    ds = ray.data.from_arrow(records).repartition(32)
-    if signature_pass is not None:
-        ds = ds.map_batches(signature_pass, batch_format="pyarrow", batch_size=10_000)
-    ds.write_parquet(str(path))
-    t1, signatures_peak = time.perf_counter(), MEMORY.take()
-    result = identify(ray.data.read_parquet(str(path)), cfg)
-    decisions = pa.concat_tables(list(result.decisions.iter_batches(batch_format="pyarrow", batch_size=None)))
-    t2, identify_peak = time.perf_counter(), MEMORY.take()
-    ray.shutdown()
+    with ray_session(RayConfig(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, progress="off")):
+        MEMORY.take()
+        t0 = time.perf_counter()
+        ds = ray.data.from_arrow(box.pop()).repartition(32)
+        pa.default_memory_pool().release_unused()
+        if signature_pass is not None:
+            ds = ds.map_batches(signature_pass, batch_format="pyarrow", batch_size=10_000)
+        ds.write_parquet(str(path))
+        t1, signatures_peak = time.perf_counter(), MEMORY.take()
+        result = identify(ray.data.read_parquet(str(path)), cfg)
+        decisions = pa.concat_tables(list(result.decisions.iter_batches(batch_format="pyarrow", batch_size=None)))
+        t2, identify_peak = time.perf_counter(), MEMORY.take()
+        spilled = _spilled_summary()
     stats = {"signatures_s": t1 - t0, "identify_s": t2 - t1, "signatures_peak_gib": signatures_peak,
              "identify_peak_gib": identify_peak, "phases": result.stats.seconds,
+             "signatures_breakdown": MEMORY.phase_breakdowns[-2], "identify_breakdown": MEMORY.phase_breakdowns[-1],
+             "object_store_spilled": spilled, "partitions": result.stats.partitions,
              "pathological_buckets": result.stats.pathological_buckets,
              "minhash_candidates": result.stats.minhash_candidates, "edges": result.stats.edges}  # fmt: skip
     return decisions, stats
+
+
+def _spilled_summary() -> str:
+    """Ray's own account of object spilling: the raylet logs a 'Spilled ... MiB' line when it spills (Ray's
+    memory_summary API needs grpc, which this environment lacks)."""
+    import ray
+
+    try:
+        log = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "raylet.out"
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if "Spilled " in line]
+    except Exception as e:  # internal paths: report rather than fail the benchmark
+        return f"unavailable ({type(e).__name__})"
+    return lines[-1][-160:] if lines else "no spilling"
 
 
 def _minhash_column(batch: pa.Table) -> pa.Table:
     return batch.append_column("dedup.minhash", signatures_to_arrow(minhash_captions(batch["caption"].to_pylist(), CFG)))
 
 
-def ray_captions(captions: list[str]) -> tuple[np.ndarray, dict]:
+def ray_captions(box: list) -> tuple[np.ndarray, dict]:
+    captions = box.pop()
     n = len(captions)
     records = pa.table({"sample_id": [f"c{i}" for i in range(n)], "source": pa.array(["alt"] * n),
                         "source_priority": pa.array(np.ones(n, np.int32)), "status": pa.array(["kept"] * n),
                         "width": pa.nulls(n, pa.int32()), "height": pa.nulls(n, pa.int32()), "caption": captions,
                         "image_path": pa.nulls(n, pa.string()), "image_bytes": pa.nulls(n, pa.binary())})  # fmt: skip
+    del captions
     cfg = CFG.model_copy(update={"exact": False, "pixels": False, "phash": False, "captions": False})
-    decisions, stats = _ray_identify(records, cfg, _minhash_column)
+    box.append(records)
+    del records
+    decisions, stats = _ray_identify(box, cfg, _minhash_column)
     return _ray_labels(decisions, n), stats
 
 
-def ray_phash(hashes: np.ndarray) -> tuple[np.ndarray, dict]:
+def ray_phash(box: list) -> tuple[np.ndarray, dict]:
+    hashes = box.pop()
     n = len(hashes)
     records = pa.table({"sample_id": [f"p{i}" for i in range(n)], "source": pa.array(["web"] * n),
                         "source_priority": pa.array(np.ones(n, np.int32)), "status": pa.array(["kept"] * n),
                         "width": pa.array(np.full(n, 640, np.int32)), "height": pa.array(np.full(n, 480, np.int32)),
                         "caption": pa.nulls(n, pa.string()), "image_path": pa.array(["x"] * n),
                         "image_bytes": pa.nulls(n, pa.binary()), "dedup.phash": hashes})  # fmt: skip
+    del hashes
     cfg = CFG.model_copy(update={"exact": False, "pixels": False, "text": False, "captions": False})
-    decisions, stats = _ray_identify(records, cfg, None)
+    box.append(records)
+    del records
+    decisions, stats = _ray_identify(box, cfg, None)
     return _ray_labels(decisions, n), stats
 
 
@@ -343,36 +373,114 @@ METHODS: dict[str, Callable] = {
 }
 
 
-def pss_bytes(pid: int) -> int:
-    """Proportional set size from smaps_rollup: shared pages (Ray's object store) split among their users."""
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """Pss_Anon, Pss_File and Pss_Shmem of a process, in bytes (shared pages split among their users)."""
+    out = {}
     with open(f"/proc/{pid}/smaps_rollup") as fh:
-        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:"))
+        for line in fh:
+            name, _, rest = line.partition(":")
+            if name in ("Pss_Anon", "Pss_File", "Pss_Shmem"):
+                out[name] = int(rest.split()[0]) * 1024
+    return out
+
+
+def shm_files(pid: int) -> dict[tuple[int, int], int]:
+    """Files in /dev/shm a process holds open (Ray's plasma object store: created there, then unlinked),
+    by (device, inode), with the bytes the file really occupies (tmpfs pages allocated, touched or not by
+    any process still alive)."""
+    files = {}
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(f"{fd_dir}/{fd}").startswith("/dev/shm/"):
+                st = os.stat(f"{fd_dir}/{fd}")
+                files[(st.st_dev, st.st_ino)] = st.st_blocks * 512
+        except OSError:
+            pass
+    return files
+
+
+def process_kind(cmdline: list[str], me: int, pid: int) -> str:
+    """driver (the benchmark process itself), worker (Ray workers and actors: 'ray::<task or actor>'),
+    or ray_system (raylet, GCS, dashboard agent, runtime-env agent, log monitor, autoscaler monitor)."""
+    if pid == me:
+        return "driver"
+    agent = cmdline and cmdline[0] in ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+    return "worker" if cmdline and cmdline[0].startswith("ray::") and not agent else "ray_system"
 
 
 class PeakMemory:
-    """Samples the PSS of this process and its descendants every 0.5 s in a thread; `take()` returns the
-    peak since the last take, so a method can report its phases apart."""
+    """Samples memory of this process and all its descendants (Ray's raylet, GCS, agents and workers are
+    started by `ray.init` here, workers by the raylet) every `interval` s in a thread.
 
-    def __init__(self) -> None:
+    total = sum over processes of (Pss_Anon + Pss_File) + the allocated size of every /dev/shm file they
+    hold (Ray's object store). The object store is counted by what its file occupies, not by the pages each
+    process happens to have mapped (Pss_Shmem), so freed-but-allocated store pages and pages of exited
+    workers count too; nothing is counted twice. The breakdown at the peak (driver, workers, Ray's system
+    processes, object store) and the plain PSS sum are kept beside it. `take()` returns the peak since the
+    last take (GiB), so a method can report its phases apart."""
+
+    def __init__(self, interval: float = 0.2) -> None:
         import psutil
 
+        self.interval = interval
         self.stop, self.peak, self.overall = threading.Event(), 0, 0
-        self.me = psutil.Process()
+        self.peak_breakdown: dict[str, float] = {}
+        self.overall_breakdown: dict[str, float] = {}
+        self.phase_breakdowns: list[dict[str, float]] = []
+        self.timeline: list[tuple[float, dict]] | None = None  # (time, breakdown) of every sample, when a list
+        self.cpu: dict[int, float] = {}  # user + system CPU seconds of every process seen, at its last sample
+        self.lock = threading.Lock()
+        self.psutil, self.me = psutil, psutil.Process()
         threading.Thread(target=self.sample, daemon=True).start()
+
+    def measure(self) -> tuple[int, dict[str, float]]:
+        parts = {"driver": 0, "worker": 0, "ray_system": 0, "object_store": 0, "pss_sum": 0}
+        shm: dict[tuple[int, int], int] = {}
+        processes = []
+        for p in [self.me, *self.me.children(recursive=True)]:
+            try:
+                cmdline = p.cmdline()
+                kind = process_kind(cmdline, self.me.pid, p.pid)
+                mem = smaps_rollup(p.pid)
+                shm.update(shm_files(p.pid))
+                times = p.cpu_times()
+            except (OSError, ValueError, StopIteration, self.psutil.Error):
+                continue
+            with self.lock:
+                self.cpu[p.pid] = times.user + times.system
+            own = mem.get("Pss_Anon", 0) + mem.get("Pss_File", 0)
+            parts[kind] += own
+            parts["pss_sum"] += sum(mem.values())
+            if kind == "worker":
+                processes.append(f"{cmdline[0][5:45]} {own / 2**20:.0f}M")
+        parts["object_store"] = sum(shm.values())
+        total = parts["driver"] + parts["worker"] + parts["ray_system"] + parts["object_store"]
+        return total, {**{k: round(v / 2**30, 3) for k, v in parts.items()}, "workers": processes}
 
     def sample(self) -> None:
         while not self.stop.is_set():
-            total = 0
-            for p in [self.me, *self.me.children(recursive=True)]:
-                try:
-                    total += pss_bytes(p.pid)
-                except (OSError, StopIteration):
-                    pass
-            self.peak, self.overall = max(self.peak, total), max(self.overall, total)
-            self.stop.wait(0.5)
+            total, parts = self.measure()
+            if self.timeline is not None:
+                self.timeline.append((time.perf_counter(), parts))
+            if total > self.peak:
+                self.peak, self.peak_breakdown = total, parts
+            if total > self.overall:
+                self.overall, self.overall_breakdown = total, parts
+            self.stop.wait(self.interval)
+
+    def tree_cpu(self) -> float:
+        """CPU seconds of this process and every descendant seen so far (exited ones at their last sample,
+        so a process that lived less than one interval may be missed): unlike wall time, not inflated by
+        other programs competing for the cores."""
+        self.measure()
+        with self.lock:
+            return sum(self.cpu.values())
 
     def take(self) -> float:
         peak, self.peak = self.peak, 0
+        self.phase_breakdowns.append(self.peak_breakdown)
+        self.peak_breakdown = {}
         return peak / 2**30
 
 
@@ -396,13 +504,21 @@ def run_method(name: str, data: Path, n: int, out: Path) -> None:
         inputs = pq.read_table(data / "captions.parquet")["caption"].to_pylist()[:n]
     else:
         inputs = np.load(data / "phash.npy")[:n]
-    t1, cpu = time.perf_counter(), cpu_seconds()
-    labels, stats = METHODS[name](inputs)
-    t2, cpu = time.perf_counter(), cpu_seconds() - cpu
+    t1, cpu, tree_cpu = time.perf_counter(), cpu_seconds(), MEMORY.tree_cpu()
+    if name.startswith("ray_"):  # boxed: the method drops the driver's copy once Ray has the rows
+        box = [inputs]
+        del inputs
+        labels, stats = METHODS[name](box)
+    else:
+        labels, stats = METHODS[name](inputs)
+    t2, cpu, tree_cpu = time.perf_counter(), cpu_seconds() - cpu, MEMORY.tree_cpu() - tree_cpu
     MEMORY.stop.set()
     np.save(out.with_suffix(".npy"), labels)
-    out.write_text(json.dumps({"method": name, "n": n, "wall_s": t2 - t1, "cpu_s": cpu, "load_s": t1 - t0,
-                               "peak_gib": MEMORY.overall / 2**30, **stats}))  # fmt: skip
+    out.write_text(json.dumps({"method": name, "n": n, "wall_s": t2 - t1, "cpu_s": cpu, "tree_cpu_s": tree_cpu,
+                               "load_s": t1 - t0, "loadavg": os.getloadavg(),
+                               "peak_gib": MEMORY.overall / 2**30,
+                               "peak_breakdown": MEMORY.overall_breakdown,
+                               **stats}))  # fmt: skip
 
 
 # -- ground truth on a sample --------------------------------------------------------------------------------
@@ -469,6 +585,7 @@ def main() -> None:
         sizes = [args.baseline_n] if name.startswith(("datasketch", "datatrove")) else [args.n, args.baseline_n]
         if name.startswith("datatrove") and args.datatrove_n:
             sizes.append(args.datatrove_n)
+        sizes = list(dict.fromkeys(sizes))
         for n in sizes:
             out = args.work / f"{name}_{n}.json"
             cmd = [sys.executable, __file__, "--work", str(args.work), "--run", name, str(n), str(out)]
@@ -514,20 +631,32 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         "",
         f"    {command}",
         "",
-        "| method | rows | wall s | CPU s (own process) | signatures s | identify s | peak GiB | true pairs | recall |"
-        " clustered pairs | precision | pathological buckets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | rows | wall s | CPU s (own process) | CPU s (all processes) | signatures s | identify s | peak GiB |"
+        " true pairs | recall | clustered pairs | precision | pathological buckets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['n']:,} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r.get('signatures_s', float('nan')):.1f} | "
+            f"| {r['method']} | {r['n']:,} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r.get('tree_cpu_s', float('nan')):.1f} | "
+            f"{r.get('signatures_s', float('nan')):.1f} | "
             f"{r['identify_s']:.1f} | {r['peak_gib']:.2f} | {r['true_pairs']:,} | {r['recall']:.4f} | "
             f"{r['clustered_pairs']:,} | {r['precision']:.4f} | {r.get('pathological_buckets', '')} |"
         )
-    lines += ["", "Ray runs, seconds per identify phase and peak GiB of the signature pass / the identify job:", ""]
+    lines += [
+        "",
+        "Ray runs, seconds per identify phase, peak GiB of the signature pass / the identify job, and what made",
+        "the identify job's peak (GiB: the driver, Ray's worker processes, Ray's other processes, the object",
+        "store's allocated shared memory; PSS: the plain sum of PSS of the same processes) and spilling:",
+        "",
+    ]
     for r in (r for r in rows if "phases" in r):
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items())
-        lines.append(f"- {r['method']} {r['n']:,}: {phases}; peak {r['signatures_peak_gib']:.2f} / {r['identify_peak_gib']:.2f}")
+        b = r.get("identify_breakdown", {})
+        where = ", ".join(f"{k} {b[k]:.2f}" for k in ("driver", "worker", "ray_system", "object_store", "pss_sum") if k in b)
+        lines.append(
+            f"- {r['method']} {r['n']:,}: {phases}; peak {r['signatures_peak_gib']:.2f} / {r['identify_peak_gib']:.2f} "
+            f"({where}; workers: {', '.join(b.get('workers', []))}); spilling: {r.get('object_store_spilled', '?')}"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,23 +1,37 @@
-"""The global dedup 'identify' job on Ray Data: records in, one decision row per clustered sample out.
+"""The global dedup 'identify' job on Ray: records in, one decision row per clustered sample out.
 
 Data flow (M = rows, E = duplicate edges, E << M):
-1. attributes: kept rows, projected to ids, survivor-rule facts and signatures (a map that each pass below
-   re-runs over the records, so no pass holds the signatures of every row in the object store).
-2. band rows -> group-by partition -> edges: every signature becomes a few band keys; a Ray Data group-by on
-   a partition id derived from the key brings equal keys together, and each partition finds its pairs with a
+1. Band pass: one streamed Ray Data map over the records turns every kept row's signatures into a few
+   band rows (stages.dedup.identify.BAND_SCHEMA: bucket id, signature, row key, space, band; 26 bytes
+   each). They are the only per-row output, and the only large one, in the object store.
+2. Band exchange, a hash-partitioned group-by on the bucket id: P Ray tasks, task p reads from every
+   band block (zero-copy, from the object store) the rows whose bucket id lies in its range (bucket ids
+   are uniformly mixed 64-bit values, so ranges are hash partitions) and finds its pairs with the
    sort-based, capped search (stages.dedup.candidates). pHash pairs are verified there.
-3. The edges (not the rows) come to the driver for connected components: memory ~60 bytes per edge.
-4. Cluster labels and the MinHash candidate edges are broadcast to a map over the attributes (no shuffle
-   of the rows), members are grouped by cluster; there MinHash candidates are verified on the members' full
-   signatures (clusters re-split accordingly) and the survivor rule turns each cluster into decisions.
-5. Caption clusters repeat 3-4 for image-text samples, leaving out copies that step 4 dropped (their keys
-   come to the driver: fewer than the edge endpoints), so a caption counts distinct images. The two
-   verdicts of a row are merged by a last group-by on the row key.
+3. The edges (not the rows), distinct per partition, come to the driver for connected components:
+   ~60 bytes per edge.
+4. Member pass: a Ray Data map over the records keeps only rows that are cluster members (the driver's
+   sorted nodes and labels are broadcast: per-edge size), as attribute rows with their cluster and a
+   cluster partition. Q Ray tasks, one per cluster partition, verify the MinHash candidates on the
+   members' full signatures (clusters re-split accordingly) and apply the survivor rule; each returns its
+   decisions sorted by sample_id, with a sample of its sample_ids and the keys it dropped.
+5. Caption clusters repeat 4 for image-text samples, leaving out copies that step 4 dropped (their keys
+   come to the driver: fewer than the edge endpoints), so a caption counts distinct images.
+6. Range exchange on sample_id: R tasks (R from the number of decisions, range boundaries from the
+   samples) each take their range of every decision table, merge the two verdicts of a row and sort; the
+   output dataset is their blocks in range order, so it is sorted by sample_id.
 
-No process holds all signatures: blocks, partitions (`rows_per_partition`), the members of one candidate
-cluster, and per-edge structures (driver and broadcasts) only.
-Output is sorted by sample_id and identical for any number of blocks or workers: every step works on sets
-(edges, clusters) and breaks ties by sample_id.
+No process holds all signatures: a map batch, a band partition (`rows_per_partition` band rows), the
+members of the clusters of one partition, and per-edge structures (driver and broadcasts) only.
+Why Ray tasks for the exchanges rather than Ray Data group-bys: a Ray Data group-by (Ray 2.60) is a
+sorting hash shuffle (repartition(keys, sort=True), then map_groups) that copies every row into shuffle
+shards, runs its map side in a dedicated pool of extra worker processes (a runtime env of its own,
+~110-200 MB each) and costs seconds of planning per execution; the exchanges here read each band row in
+place (zero-copy from the object store), in the worker processes the maps already use. The record maps
+take whole blocks (batch_size=None) so that Ray Data fuses them into its read tasks: records never pass
+through the object store.
+Output is sorted by sample_id and identical for any number of blocks, workers or partitions: every step
+works on sets (edges, clusters) and breaks ties by sample_id.
 """
 
 from __future__ import annotations
@@ -39,15 +53,14 @@ from stages.dedup.banding import IMAGE_SPACES, MINHASH_SPACES, Space
 from stages.dedup.components import EdgeList, components
 from stages.dedup.config import DedupConfig
 from stages.dedup.identify import (
-    EDGE_SCHEMA,
     RECORD_COLUMNS,
-    attach_clusters,
-    attributes,
-    band_rows,
+    band_block,
+    bucket_bounds,
+    cluster_members,
     edges_in_partition,
+    in_bucket_range,
     signature_columns,
     verify_minhash_clusters,
-    with_partition,
 )
 from stages.dedup.survivor import (
     DECISION_SCHEMA,
@@ -61,13 +74,19 @@ from stages.dedup.survivor import (
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[pa.Table, DedupConfig], pa.Table]
-_DUPLICATES, _CAPTIONS = 0, 1  # which resolver produced a decision row, for the merge
+# Rows per slice in the record passes: bounds a map task's working set (a slice's signatures and band
+# keys) whatever block size the reader produces. The maps themselves take whole blocks (batch_size=None):
+# a batch size makes Ray Data stop fusing the map into the read task, and every record block then takes
+# a round trip through the object store.
+MAP_SLICE_ROWS = 32_768
+# Sample_ids each decision table contributes per rows_per_partition rows, for the range boundaries.
+_SAMPLES_PER_PARTITION = 64
 
 
 @dataclass
 class DedupStats:
     band_rows: int = 0  # band keys of all kept rows' signatures
-    partitions: int = 0
+    partitions: int = 0  # band partitions (tasks of the band exchange)
     minhash_candidates: int = 0  # distinct band-matched caption pairs, before Jaccard verification
     edges: dict[str, int] = field(default_factory=dict)  # distinct per space (MinHash ones: candidates)
     pathological_buckets: int = 0  # buckets searched by a window because they overflowed band_bucket_cap
@@ -103,143 +122,231 @@ def identify(records: ray.data.Dataset, cfg: DedupConfig) -> DedupResult:
     """Cluster the kept records by every enabled signature and decide who survives; see the module doc."""
     stats = DedupStats()
     phases = _Phases(stats)
-    # Lazy on purpose: each pass re-reads the records rather than holding every signature in the object store.
-    attrs = records.select_columns(RECORD_COLUMNS + signature_columns(cfg)).map_batches(
-        attributes, batch_format="pyarrow", fn_kwargs={"cfg": cfg}
-    )
-    bands = attrs.map_batches(band_rows, batch_format="pyarrow", fn_kwargs={"cfg": cfg}).materialize()
-    stats.band_rows = bands.count()
-    if stats.band_rows == 0:  # no kept row has a signature (a shuffle of nothing fails in Ray Data)
-        return DedupResult(ray.data.from_arrow(DECISION_SCHEMA.empty_table()).materialize(), stats)
-    stats.partitions = _partitions(stats.band_rows, cfg)
-    phases.done("band_rows")
-    found = (
-        bands.map_batches(
-            with_partition, batch_format="pyarrow", fn_kwargs={"column": "bucket", "partitions": stats.partitions}
-        )
-        .groupby("part", num_partitions=stats.partitions)
-        .map_groups(edges_in_partition, batch_format="pyarrow", fn_kwargs={"cfg": cfg})
-        .materialize()
-    )
-    found_edges = _to_driver(found, EDGE_SCHEMA)
-    partition_stats = found_edges.filter(pc.is_null(found_edges["a"]))
-    stats.pathological_buckets = int(pc.sum(partition_stats["pathological_buckets"]).as_py())
-    stats.largest_bucket = int(pc.max(partition_stats["largest_bucket"]).as_py())
-    found_edges = found_edges.filter(pc.is_valid(found_edges["a"]))
-    edges = EdgeList.distinct(*(found_edges[name].to_numpy() for name in ("a", "b", "space")))
-    stats.edges = {Space(s).name.lower(): n for s, n in edges.counts().items()}
-    stats.minhash_candidates = sum(stats.edges.get(s.name.lower(), 0) for s in MINHASH_SPACES)
+    edges = _band_edges(records, cfg, stats)
     phases.done("edges")
+    if edges is None:
+        return DedupResult(_empty_decisions(), stats)
 
-    duplicate_rows = _resolve(
-        attrs, edges.within([*IMAGE_SPACES, Space.TEXT]), edges.within([Space.TEXT]), resolve_duplicate_clusters, cfg
+    duplicates = _resolve(
+        records, edges.within([*IMAGE_SPACES, Space.TEXT]), edges.within([Space.TEXT]), resolve_duplicate_clusters, cfg
     )
-    dropped = _KEY_SCHEMA.empty_table()
-    if duplicate_rows is not None:
-        dropped = _to_driver(duplicate_rows, _KEY_SCHEMA, _dropped_keys)
+    dropped = np.concatenate([np.zeros(0, np.int64), *(meta["dropped"] for meta in duplicates.meta)])
     phases.done("duplicate_clusters")
-    caption_edges = edges.within([Space.CAPTION]).without_nodes(dropped["key"].to_numpy())
-    caption_rows = _resolve(attrs, caption_edges, caption_edges, resolve_caption_clusters, cfg)
+    caption_edges = edges.within([Space.CAPTION]).without_nodes(dropped)
+    captions = _resolve(records, caption_edges, caption_edges, resolve_caption_clusters, cfg)
     phases.done("caption_clusters")
-    keyed = _merged(duplicate_rows, caption_rows, stats.partitions)
-    if keyed is None:
-        return DedupResult(ray.data.from_arrow(DECISION_SCHEMA.empty_table()).materialize(), stats)
-    decisions = keyed.map_batches(_public_columns, batch_format="pyarrow").sort("sample_id").materialize()
-    reasons = _to_driver(decisions, pa.schema([DECISION_SCHEMA.field("drop_reason")]))
-    stats.decisions = dict(Counter(r or "kept" for r in reasons["drop_reason"].to_pylist()))
+    decisions, counts = _sorted_decisions(duplicates, captions, cfg)
+    stats.decisions = counts
     phases.done("merge_and_sort")
     log.info("dedup identify: %s", stats)
     return DedupResult(decisions, stats)
 
 
-_KEY_SCHEMA = pa.schema([("key", pa.int64())])
+def _empty_decisions() -> ray.data.Dataset:
+    return ray.data.from_arrow(DECISION_SCHEMA.empty_table()).materialize()
 
 
 def _partitions(rows: int, cfg: DedupConfig) -> int:
     return max(1, math.ceil(rows / cfg.rows_per_partition))
 
 
-def _to_driver(
-    ds: ray.data.Dataset, schema: pa.Schema, reduce: Callable[[pa.Table], pa.Table] | None = None
-) -> pa.Table:
-    """Stream a materialised dataset's blocks to the driver, keeping `schema`'s columns of what `reduce`
-    leaves: what stays (edges, dropped keys, reasons) is small by construction; no new Ray tasks run."""
-    tables = []
-    for block in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        block = reduce(block) if reduce is not None else block
+def _record_columns(records: ray.data.Dataset, cfg: DedupConfig, wanted: list[str]) -> ray.data.Dataset:
+    return records.select_columns(wanted + signature_columns(cfg))
+
+
+# -- band exchange ------------------------------------------------------------------------------------------
+def _band_edges(records: ray.data.Dataset, cfg: DedupConfig, stats: DedupStats) -> EdgeList | None:
+    """Steps 1-3: band rows, then one task per bucket range; the distinct edges, or None without band rows."""
+    wanted = ["sample_id", "status"] + (["image_path", "image_bytes"] if cfg.text or cfg.captions else [])
+    bands = (
+        _record_columns(records, cfg, wanted)
+        .map_batches(_band_block, batch_format="pyarrow", batch_size=None, fn_kwargs={"cfg": cfg})
+        .materialize()
+    )
+    stats.band_rows = bands.count()
+    if stats.band_rows == 0:
+        return None
+    blocks = bands.to_arrow_refs()
+    del bands
+    stats.partitions = _partitions(stats.band_rows, cfg)
+    bounds = bucket_bounds(stats.partitions)
+    found = ray.get(
+        [_band_partition.remote(bounds[p], bounds[p + 1], cfg, *blocks) for p in range(stats.partitions)]
+    )
+    del blocks
+    stats.pathological_buckets = sum(f["pathological_buckets"] for f in found)
+    stats.largest_bucket = max(f["largest_bucket"] for f in found)
+    edges = EdgeList.distinct(*(np.concatenate([f[name] for f in found]) for name in ("a", "b", "space")))
+    stats.edges = {Space(s).name.lower(): n for s, n in edges.counts().items()}
+    stats.minhash_candidates = sum(stats.edges.get(s.name.lower(), 0) for s in MINHASH_SPACES)
+    return edges
+
+
+def _released(table: pa.Table) -> pa.Table:
+    """`table`, after asking the Arrow memory pool to hand its free pages back to the OS. Ray's workers are
+    long-lived and Arrow's default pool (mimalloc) keeps a read's high-water mark: in a map fused into a
+    Ray Data read of 1M records this takes a worker from ~640 to ~370 MB (bench/results/dedup.md)."""
+    pa.default_memory_pool().release_unused()
+    return table
+
+
+def _in_slices(records: pa.Table, fn: Callable[[pa.Table], pa.Table]) -> pa.Table:
+    """fn over MAP_SLICE_ROWS-row slices of a block (zero-copy), outputs concatenated into one chunk per
+    column (the exchange tasks then read each output column as one array, without a copy)."""
+    if records.num_rows <= MAP_SLICE_ROWS:
+        return _released(fn(records))
+    out = [fn(records.slice(start, MAP_SLICE_ROWS)) for start in range(0, records.num_rows, MAP_SLICE_ROWS)]
+    return _released(pa.concat_tables(out).combine_chunks())
+
+
+def _band_block(records: pa.Table, cfg: DedupConfig) -> pa.Table:
+    return _in_slices(records, lambda piece: band_block(piece, cfg))
+
+
+@ray.remote
+def _band_partition(lo: int, hi: int, cfg: DedupConfig, *blocks: pa.Table) -> dict:
+    """The edges among the band rows whose bucket id is in [lo, hi), from every band block."""
+    pa.default_memory_pool().release_unused()  # what the worker's previous task (a read) left behind
+    parts = []
+    for block in blocks:
         if block.num_rows:
-            tables.append(block.select(schema.names).cast(schema))
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+            mask = in_bucket_range(block["bucket"].to_numpy(), lo, hi)
+            if mask.any():
+                parts.append(block.filter(pa.array(mask)))
+    empty = np.zeros(0, np.int64)
+    if not parts:
+        return {"a": empty, "b": empty, "space": empty.astype(np.int8), "pathological_buckets": 0, "largest_bucket": 0}
+    found = _released(edges_in_partition(pa.concat_tables(parts), cfg))
+    partition_stats = found.filter(pc.is_null(found["a"]))
+    found = found.filter(pc.is_valid(found["a"]))
+    edges = EdgeList.distinct(*(found[name].to_numpy() for name in ("a", "b", "space")))
+    return {
+        "a": edges.a,
+        "b": edges.b,
+        "space": edges.space,
+        "pathological_buckets": int(pc.sum(partition_stats["pathological_buckets"]).as_py()),
+        "largest_bucket": int(pc.max(partition_stats["largest_bucket"]).as_py()),
+    }
 
 
-def _attach(attrs: pa.Table, nodes: ray.ObjectRef, labels: ray.ObjectRef, partitions: int) -> pa.Table:
-    return attach_clusters(attrs, ray.get(nodes), ray.get(labels), partitions)
+# -- clusters -----------------------------------------------------------------------------------------------
+@dataclass
+class _Resolved:
+    """Decision tables (KEYED_DECISION_SCHEMA, each sorted by sample_id) left in the object store, and what
+    each task told the driver: its row count, a sample of its sample_ids, the keys it dropped."""
+
+    tables: list[ray.ObjectRef] = field(default_factory=list)
+    meta: list[dict] = field(default_factory=list)
 
 
-def _resolve_partition(
-    members: pa.Table, resolver: Resolver, cfg: DedupConfig, left: ray.ObjectRef, right: ray.ObjectRef
+def _members_block(
+    records: pa.Table, cfg: DedupConfig, nodes: ray.ObjectRef, labels: ray.ObjectRef, partitions: int
 ) -> pa.Table:
-    members = verify_minhash_clusters(members.select(MEMBER_SCHEMA.names), ray.get(left), ray.get(right), cfg)
-    return resolver(members.cast(MEMBER_SCHEMA), cfg)
+    nodes, labels = ray.get(nodes), ray.get(labels)
+    return _in_slices(records, lambda piece: cluster_members(piece, cfg, nodes, labels, partitions))
 
 
 def _resolve(
-    attrs: ray.data.Dataset, edges: EdgeList, unverified: EdgeList, resolver: Resolver, cfg: DedupConfig
-) -> ray.data.Dataset | None:
+    records: ray.data.Dataset, edges: EdgeList, unverified: EdgeList, resolver: Resolver, cfg: DedupConfig
+) -> _Resolved:
     """Connected components of the edges on the driver, then the resolver over each cluster's members,
-    once the `unverified` (MinHash) edges among them are checked on the full signatures. None when there
-    is no edge (Ray Data turns empty blocks schema-less, which later shuffles reject)."""
+    once the `unverified` (MinHash) edges among them are checked on the full signatures."""
     nodes, labels = components(edges.a, edges.b)
     if not len(nodes):
-        return None
-    partitions = _partitions(len(nodes), cfg)
-    return (
-        attrs.map_batches(
-            _attach,
+        return _Resolved()
+    # At least one partition per CPU: the survivor rule is the heaviest per-member step, and the output
+    # does not depend on the number of partitions.
+    partitions = max(_partitions(len(nodes), cfg), int(ray.cluster_resources().get("CPU", 1)))
+    members = (
+        _record_columns(records, cfg, RECORD_COLUMNS)
+        .map_batches(
+            _members_block,
             batch_format="pyarrow",
-            fn_kwargs={"nodes": ray.put(nodes), "labels": ray.put(labels), "partitions": partitions},
-        )
-        .groupby("part", num_partitions=partitions)
-        .map_groups(
-            _resolve_partition,
-            batch_format="pyarrow",
-            fn_kwargs={"resolver": resolver, "cfg": cfg, "left": ray.put(unverified.a), "right": ray.put(unverified.b)},
+            batch_size=None,
+            fn_kwargs={"cfg": cfg, "nodes": ray.put(nodes), "labels": ray.put(labels), "partitions": partitions},
         )
         .materialize()
     )
+    blocks = members.to_arrow_refs()
+    del members
+    left, right = ray.put(unverified.a), ray.put(unverified.b)
+    step = max(1, cfg.rows_per_partition // _SAMPLES_PER_PARTITION)
+    resolved = _Resolved()
+    for q in range(partitions):
+        table, meta = _resolve_partition.remote(q, resolver, cfg, left, right, step, *blocks)
+        resolved.tables.append(table)
+        resolved.meta.append(meta)
+    resolved.meta = ray.get(resolved.meta)
+    return resolved
 
 
-def _dropped_keys(decisions: pa.Table) -> pa.Table:
-    return decisions.filter(pc.is_valid(decisions["drop_reason"])).select(["key"])
+@ray.remote(num_returns=2)
+def _resolve_partition(
+    part: int,
+    resolver: Resolver,
+    cfg: DedupConfig,
+    left: np.ndarray,
+    right: np.ndarray,
+    step: int,
+    *blocks: pa.Table,
+) -> tuple[pa.Table, dict]:
+    pa.default_memory_pool().release_unused()  # what the worker's previous task (a read) left behind
+    pieces = [block.filter(pc.equal(block["part"], part)) for block in blocks if block.num_rows]
+    pieces = [piece.select(MEMBER_SCHEMA.names) for piece in pieces if piece.num_rows]
+    if pieces:
+        members = verify_minhash_clusters(pa.concat_tables(pieces), left, right, cfg)
+        decisions = resolver(members.cast(MEMBER_SCHEMA), cfg).sort_by("sample_id")
+    else:
+        decisions = KEYED_DECISION_SCHEMA.empty_table()
+    dropped = decisions.filter(pc.is_valid(decisions["drop_reason"]))["key"].to_numpy()
+    samples = decisions["sample_id"].take(pa.array(np.arange(0, decisions.num_rows, step))).to_pylist()
+    return _released(decisions), {"rows": decisions.num_rows, "samples": samples, "dropped": dropped}
 
 
-def _tag(decisions: pa.Table, origin: int, partitions: int) -> pa.Table:
-    """Mark which resolver a row came from, and spread rows by key so both verdicts of a row meet."""
-    tagged = decisions.append_column("origin", pa.array(np.full(decisions.num_rows, origin, np.int8)))
-    return with_partition(tagged, "key", partitions)
+# -- merge and sort -----------------------------------------------------------------------------------------
+def _sorted_decisions(duplicates: _Resolved, captions: _Resolved, cfg: DedupConfig) -> tuple[ray.data.Dataset, dict]:
+    """Step 6: the decisions as one dataset sorted by sample_id, and the rows per drop_reason."""
+    rows = sum(m["rows"] for m in duplicates.meta + captions.meta)
+    if rows == 0:
+        return _empty_decisions(), {}
+    ranges = _partitions(rows, cfg)
+    samples = sorted(s for m in duplicates.meta + captions.meta for s in m["samples"])
+    cuts = sorted({samples[r * len(samples) // ranges] for r in range(1, ranges)})
+    bounds = [None, *cuts, None]
+    tables = [*duplicates.tables, *captions.tables]
+    out = [
+        _decision_range.remote(bounds[r], bounds[r + 1], len(duplicates.tables), *tables)
+        for r in range(len(bounds) - 1)
+    ]
+    counts: Counter = Counter()
+    for c in ray.get([meta for _, meta in out]):
+        counts.update(c)
+    return ray.data.from_arrow_refs([table for table, _ in out]), dict(counts)
 
 
-def _merged(
-    duplicate_rows: ray.data.Dataset | None, caption_rows: ray.data.Dataset | None, partitions: int
-) -> ray.data.Dataset | None:
-    """One keyed row per sample: a group-by on the key when both resolvers produced rows."""
-    if duplicate_rows is None:
-        return caption_rows
-    if caption_rows is None:
-        return duplicate_rows
-    return (
-        duplicate_rows.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"origin": _DUPLICATES, "partitions": partitions})
-        .union(caption_rows.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"origin": _CAPTIONS, "partitions": partitions}))
-        .groupby("part", num_partitions=partitions)
-        .map_groups(_merge_partition, batch_format="pyarrow")
-    )
+@ray.remote(num_returns=2)
+def _decision_range(lo: str | None, hi: str | None, duplicate_tables: int, *tables: pa.Table) -> tuple[pa.Table, dict]:
+    """Decision rows with lo <= sample_id < hi (None: unbounded), both verdicts of a row merged, sorted."""
 
+    def in_range(table: pa.Table) -> pa.Table:
+        mask = None
+        if lo is not None:
+            mask = pc.greater_equal(table["sample_id"], lo)
+        if hi is not None:
+            upper = pc.less(table["sample_id"], hi)
+            mask = upper if mask is None else pc.and_(mask, upper)
+        return table if mask is None else table.filter(mask)
 
-def _public_columns(decisions: pa.Table) -> pa.Table:
-    return decisions.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA)
+    def gathered(group: tuple[pa.Table, ...]) -> pa.Table:
+        pieces = [in_range(t) for t in group if t.num_rows]
+        pieces = [p for p in pieces if p.num_rows]
+        return pa.concat_tables(pieces) if pieces else KEYED_DECISION_SCHEMA.empty_table()
 
-
-def _merge_partition(decisions: pa.Table) -> pa.Table:
-    origin = decisions["origin"].to_numpy()
-    keyed = decisions.select(KEYED_DECISION_SCHEMA.names)
-    return merge_decisions(keyed.filter(pa.array(origin == _DUPLICATES)), keyed.filter(pa.array(origin == _CAPTIONS)))
+    duplicate_rows, caption_rows = gathered(tables[:duplicate_tables]), gathered(tables[duplicate_tables:])
+    if duplicate_rows.num_rows and caption_rows.num_rows:
+        keyed = merge_decisions(duplicate_rows, caption_rows)
+    else:
+        keyed = duplicate_rows if duplicate_rows.num_rows else caption_rows
+    decisions = keyed.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA).sort_by("sample_id")
+    counts = Counter(r or "kept" for r in decisions["drop_reason"].to_pylist())
+    return _released(decisions), dict(counts)

@@ -39,9 +39,24 @@ class BucketSearch:
             yield self.heads[active], self.heads[active + offset]
 
 
+def sort_order(bucket: np.ndarray, signature: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """np.lexsort((key, signature, bucket)), ~5x faster when most buckets hold one row: one argsort of
+    the bucket ids, then a lexsort of only the rows whose bucket id repeats."""
+    order = np.argsort(bucket)
+    b = bucket[order]
+    repeats = np.flatnonzero(b[1:] == b[:-1])
+    if len(repeats):
+        tied = np.zeros(len(order), dtype=bool)
+        tied[repeats] = tied[repeats + 1] = True
+        positions = np.flatnonzero(tied)  # whole runs of equal bucket ids, already in bucket order
+        rows = order[positions]
+        order[positions] = rows[np.lexsort((key[rows], signature[rows], bucket[rows]))]
+    return order
+
+
 def search_buckets(bucket: np.ndarray, signature: np.ndarray, key: np.ndarray, cap: int) -> BucketSearch:
     """Sort rows into buckets; return identical-signature links and the window of candidate pairs."""
-    order = np.lexsort((key, signature, bucket))
+    order = sort_order(bucket, signature, key)
     b, s = bucket[order], signature[order]
     n = len(order)
     new_run = np.ones(n, dtype=bool)

@@ -98,6 +98,6 @@ class DedupConfig(BaseModel):
     rows_per_partition: int = Field(
         250_000,
         ge=1,
-        description="Target rows (band keys, or cluster members) per group-by partition of the identify job; "
-        "bounds one task's memory.",
+        description="Target rows (band keys, cluster members, or decisions) per partition of the identify "
+        "job's exchanges (one Ray task each); bounds one task's memory.",
     )

@@ -1,5 +1,5 @@
 """The per-block steps of the identify job, as plain functions over Arrow tables (curation.dedup_job runs
-them on Ray). Each takes one block or one group-by partition, so none needs more than that in memory."""
+them on Ray). Each takes one block or one exchange partition, so none needs more than that in memory."""
 
 from __future__ import annotations
 
@@ -75,19 +75,61 @@ def row_key(sample_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
-def attributes(records: pa.Table, cfg: DedupConfig) -> pa.Table:
-    """Kept records reduced to what clustering and the survivor rule need."""
-    kept = records.filter(pc.equal(records["status"], rec.KEPT))
+def row_keys(sample_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """`row_key` of every sample_id, as one int64 array (one joined buffer, no Python int per row)."""
+    digest = b"".join(hashlib.blake2b(s.encode(), digest_size=8).digest() for s in sample_ids.to_pylist())
+    return np.frombuffer(digest, dtype="<i8").astype(np.int64)
+
+
+def kept_rows(records: pa.Table) -> pa.Table:
+    """The rows earlier stages kept (no copy when they all are)."""
+    kept = pc.equal(records["status"], rec.KEPT)
+    if kept.null_count == 0 and pc.all(kept).as_py() is not False:
+        return records
+    return records.filter(kept)
+
+
+def _text_only(kept: pa.Table) -> pa.ChunkedArray | pa.Array:
+    return pc.and_(pc.is_null(kept["image_path"]), pc.is_null(kept["image_bytes"]))
+
+
+def band_inputs(records: pa.Table, cfg: DedupConfig) -> pa.Table:
+    """The kept records reduced to what `band_rows` reads: the key and the enabled signatures (no copy of
+    the signature columns, no survivor-rule facts)."""
+    kept = kept_rows(records)
+    columns: dict[str, pa.Array | pa.ChunkedArray | np.ndarray] = {"key": row_keys(kept["sample_id"])}
+    for enabled, name, column in (
+        (cfg.exact, "sha256", "sha256"),
+        (cfg.pixels, "pixel_hash", PIXEL_HASH),
+        (cfg.phash, "phash", PHASH),
+        (cfg.text or cfg.captions, "minhash", MINHASH),
+    ):
+        if enabled:
+            columns[name] = kept[column] if column in kept.column_names else pa.nulls(kept.num_rows, ATTRIBUTE_SCHEMA.field(name).type)
+    if cfg.text or cfg.captions:
+        columns["text_only"] = _text_only(kept)
+    return pa.table(columns)
+
+
+def band_block(records: pa.Table, cfg: DedupConfig) -> pa.Table:
+    """Records in, their band rows (BAND_SCHEMA) out: the map side of the band exchange."""
+    return band_rows(band_inputs(records, cfg), cfg)
+
+
+def attributes(records: pa.Table, cfg: DedupConfig, keys: np.ndarray | None = None) -> pa.Table:
+    """Kept records reduced to what clustering and the survivor rule need (`keys`: their row keys, when
+    the caller has them already)."""
+    kept = kept_rows(records)
     n = kept.num_rows
 
     def column(name: str, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
         return kept[name].cast(type_) if name in kept.column_names else pa.nulls(n, type_)
 
     area = pc.multiply(column("width", pa.int64()).fill_null(0), column("height", pa.int64()).fill_null(0))
-    text_only = pc.and_(pc.is_null(kept["image_path"]), pc.is_null(kept["image_bytes"]))
+    text_only = _text_only(kept)
     return pa.table(
         {
-            "key": pa.array([row_key(s) for s in kept["sample_id"].to_pylist()], pa.int64()),
+            "key": row_keys(kept["sample_id"]) if keys is None else keys,
             "sample_id": kept["sample_id"],
             "source": kept["source"],
             "source_priority": column("source_priority", pa.int64()).fill_null(0),
@@ -132,8 +174,10 @@ def band_rows(attrs: pa.Table, cfg: DedupConfig) -> pa.Table:
             rows = np.flatnonzero(has_text & selected)
             if not enabled or not len(rows):
                 continue
-            digest = signature_digest(signatures[rows])
-            for band, values in enumerate(minhash_bands(signatures[rows], bands, rows_per_band).T):
+            selected_signatures = signatures[rows]
+            keys_by_band = minhash_bands(selected_signatures, bands, rows_per_band)
+            digest = signature_digest(selected_signatures, keys_by_band, rows_per_band)
+            for band, values in enumerate(keys_by_band.T):
                 pieces.append((space, band, rows, values, digest))
     if not pieces:
         return BAND_SCHEMA.empty_table()
@@ -239,6 +283,21 @@ def verify_minhash_clusters(members: pa.Table, left: np.ndarray, right: np.ndarr
     return pa.concat_tables([members.filter(pa.array(~candidate)), verified])
 
 
+def bucket_bounds(partitions: int) -> list[int]:
+    """The [lo, hi) range of bucket ids (uint64, as Python ints) each band partition holds: partition p gets
+    the buckets whose top 32 bits t satisfy (t * partitions) >> 32 == p. Bucket ids are mixed uniformly,
+    so the ranges hold about equal shares; a bucket lies in exactly one range."""
+    return [-(-(p << 32) // partitions) << 32 for p in range(partitions + 1)]
+
+
+def in_bucket_range(bucket: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Mask of the uint64 bucket ids in [lo, hi) (hi may be 2**64)."""
+    mask = bucket >= np.uint64(lo)
+    if hi < 2**64:
+        mask &= bucket < np.uint64(hi)
+    return mask
+
+
 def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:
     """Spread 64-bit ids (buckets, keys, cluster labels) over group-by partitions."""
     return (mix64(values.view(np.uint64)) % np.uint64(partitions)).astype(np.int64)
@@ -247,6 +306,22 @@ def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:
 def with_partition(table: pa.Table, column: str, partitions: int) -> pa.Table:
     """The table with a `part` column for a group-by: rows with equal `column` share a partition."""
     return table.append_column("part", pa.array(partition_of(table[column].to_numpy(), partitions)))
+
+
+def cluster_members(
+    records: pa.Table, cfg: DedupConfig, nodes: np.ndarray, labels: np.ndarray, partitions: int
+) -> pa.Table:
+    """The kept records that are in some cluster, as attributes with the cluster label and its partition.
+    Only members are projected to attributes, so the signature columns of the other rows are never copied."""
+    kept = kept_rows(records)
+    keys = row_keys(kept["sample_id"])
+    if not len(nodes):
+        return attach_clusters(attributes(kept.slice(0, 0), cfg, keys[:0]), nodes, labels, partitions)
+    position = np.minimum(np.searchsorted(nodes, keys), len(nodes) - 1)
+    rows = np.flatnonzero(nodes[position] == keys)
+    members = attributes(kept.take(pa.array(rows)), cfg, keys[rows])
+    members = members.append_column("cluster", pa.array(labels[position[rows]], pa.int64()))
+    return with_partition(members, "cluster", partitions)
 
 
 def attach_clusters(attrs: pa.Table, nodes: np.ndarray, labels: np.ndarray, partitions: int) -> pa.Table:

@@ -9,6 +9,7 @@ about Ray.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,12 @@ MEMBER_SCHEMA = pa.schema(
 
 def rank_clusters(members: pa.Table) -> tuple[pa.Table, list[tuple[int, int]]]:
     """Members sorted by cluster, then by the survivor rule; and the [start, end) of each cluster."""
+    ordered, starts, sizes = _ranked(members)
+    return ordered, list(zip(starts.tolist(), (starts + sizes).tolist()))
+
+
+def _ranked(members: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Members sorted by cluster, then by the survivor rule; the start and size of each cluster."""
     ordered = members.take(
         pc.sort_indices(
             members,
@@ -73,41 +80,73 @@ def rank_clusters(members: pa.Table) -> tuple[pa.Table, list[tuple[int, int]]]:
         )
     )
     cluster = ordered["cluster"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]]) if len(cluster) else np.zeros(0, int)
-    ends = np.append(starts[1:], len(cluster))
-    return ordered, list(zip(starts.tolist(), ends.tolist()))
+    starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]]) if len(cluster) else np.zeros(0, np.int64)
+    sizes = np.diff(np.append(starts, len(cluster)))
+    return ordered, starts, sizes
 
 
-def _rows(table: pa.Table, columns: list[str]) -> dict[str, list[Any]]:
-    return {c: table[c].to_pylist() for c in columns}
+@dataclass
+class _Clusters:
+    """Members of the clusters of two or more, in survivor-rule order: row positions into `ordered`, the
+    position of each row's survivor (its cluster's first row) and each row's rank in its cluster."""
+
+    ordered: pa.Table
+    rows: np.ndarray
+    first: np.ndarray
+    rank: np.ndarray
+    size: np.ndarray
+
+    @classmethod
+    def of(cls, members: pa.Table) -> _Clusters:
+        ordered, starts, sizes = _ranked(members)
+        multi = sizes >= 2
+        starts, sizes = starts[multi], sizes[multi]
+        first = np.repeat(starts, sizes)
+        rank = np.arange(len(first)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return cls(ordered, first + rank, first, rank, np.repeat(sizes, sizes))
+
+    def column(self, name: str, positions: np.ndarray | None = None) -> pa.Array:
+        """`name` at the member rows (or at other positions into `ordered`)."""
+        indices = pa.array(self.rows if positions is None else positions, pa.int64())
+        return self.ordered[name].take(indices).combine_chunks()
 
 
-def _inherited_captions(col: dict[str, list[Any]], survivor: int, dropped: range, limit: int) -> str | None:
-    """Distinct captions of the replaced copies, in survivor-rule order, with their provenance."""
-    seen = {col["caption"][survivor]}
-    inherited = []
-    for i in dropped:
-        caption = col["caption"][i]
-        if caption is None or caption in seen or len(inherited) >= limit:
-            continue
-        seen.add(caption)
-        inherited.append({"sample_id": col["sample_id"][i], "source": col["source"][i], "caption": caption})
-    return json.dumps(inherited, ensure_ascii=False) if inherited else None
+def _where(mask: np.ndarray, values: pa.Array) -> pa.Array:
+    """`values` where mask holds, null elsewhere."""
+    return pc.if_else(pa.array(mask), values, pa.nulls(len(values), values.type))
 
 
-def _decision(key: int, sample_id: str, cluster: str, **fields: Any) -> dict[str, Any]:
-    row = {name: None for name in KEYED_DECISION_SCHEMA.names}
-    row.update(key=key, sample_id=sample_id, dup_cluster=cluster, **fields)
-    return row
-
-
-def _image_reason(col: dict[str, list[Any]], i: int, survivor: int) -> str:
-    """The strongest evidence between a copy and its survivor: same bytes > same pixels > close pHash."""
-    if col["sha256"][i] is not None and col["sha256"][i] == col["sha256"][survivor]:
-        return DUP_EXACT
-    if col["pixel_hash"][i] is not None and col["pixel_hash"][i] == col["pixel_hash"][survivor]:
-        return DUP_PIXELS
-    return DUP_PHASH
+def _inherited_captions(clusters: _Clusters, limit: int) -> pa.Array:
+    """For each row: on a survivor, the distinct captions of the copies it replaced (not its own), in
+    survivor-rule order with their sample_id and source, at most `limit`, as JSON; null elsewhere."""
+    out: list[str | None] = [None] * len(clusters.rows)
+    if not limit or not len(clusters.rows):
+        return pa.array(out, pa.string())
+    caption = clusters.column("caption")
+    own = clusters.column("caption", clusters.first)
+    candidate = (clusters.rank > 0) & caption.is_valid().to_numpy(zero_copy_only=False)
+    candidate &= ~pc.fill_null(pc.equal(caption, own), False).to_numpy(zero_copy_only=False)
+    positions = np.flatnonzero(candidate)
+    if len(positions):
+        # First occurrence of each (cluster, caption): rows of a cluster are contiguous and in order.
+        found = pa.table({"first": clusters.first[positions], "position": positions, "caption": caption.take(pa.array(positions))})
+        firsts = found.group_by(["first", "caption"], use_threads=False).aggregate([("position", "min")])
+        positions = np.sort(firsts["position_min"].to_numpy())
+        group_first = clusters.first[positions]
+        new_group = np.r_[True, group_first[1:] != group_first[:-1]]
+        starts = np.flatnonzero(new_group)
+        order_in_group = np.arange(len(positions)) - np.repeat(starts, np.diff(np.append(starts, len(positions))))
+        positions = positions[order_in_group < limit]
+        ids = clusters.column("sample_id", clusters.rows[positions]).to_pylist()
+        sources = clusters.column("source", clusters.rows[positions]).to_pylist()
+        captions = caption.take(pa.array(positions)).to_pylist()
+        survivor_of = (positions - clusters.rank[positions]).tolist()
+        inherited: dict[int, list[dict[str, Any]]] = {}
+        for survivor, sample_id, source, text in zip(survivor_of, ids, sources, captions):
+            inherited.setdefault(survivor, []).append({"sample_id": sample_id, "source": source, "caption": text})
+        for survivor, entries in inherited.items():
+            out[survivor] = json.dumps(entries, ensure_ascii=False)
+    return pa.array(out, pa.string())
 
 
 def resolve_duplicate_clusters(members: pa.Table, cfg: DedupConfig) -> pa.Table:
@@ -115,67 +154,68 @@ def resolve_duplicate_clusters(members: pa.Table, cfg: DedupConfig) -> pa.Table:
 
     dup_distance is measured between each dropped copy and its survivor: pHash Hamming distance for images
     (a copy linked through a chain can be further than the radius), estimated Jaccard similarity for text.
+    Vectorised over all clusters of the table (only the inherited captions loop, per distinct caption).
     """
-    ordered, clusters = rank_clusters(members)
-    col = _rows(ordered, ["key", "sample_id", "source", "caption", "sha256", "pixel_hash", "text_only"])
-    phash = ordered["phash"].fill_null(0).to_numpy()
-    has_phash = ordered["phash"].is_valid().to_numpy(zero_copy_only=False)
-    minhash = signatures_from_arrow(ordered["minhash"], cfg)
-    rows = []
-    for start, end in clusters:
-        if end - start < 2:
-            continue
-        survivor, copies = start, range(start + 1, end)
-        cluster_id = col["sample_id"][survivor]
-        rows.append(
-            _decision(
-                col["key"][survivor],
-                cluster_id,
-                cluster_id,
-                captions_inherited=_inherited_captions(col, survivor, copies, cfg.max_inherited_captions),
-            )
-        )
-        for i in copies:
-            if col["text_only"][i]:
-                reason = DUP_TEXT
-                distance = float(jaccard_estimate(minhash[i : i + 1], minhash[survivor : survivor + 1])[0])
-            else:
-                reason = _image_reason(col, i, survivor)
-                both = has_phash[i] and has_phash[survivor]
-                distance = float(hamming(phash[i : i + 1], phash[survivor : survivor + 1])[0]) if both else None
-            rows.append(
-                _decision(
-                    col["key"][i],
-                    col["sample_id"][i],
-                    cluster_id,
-                    drop_reason=reason,
-                    duplicate_of=cluster_id,
-                    dup_distance=distance,
-                )
-            )
-    return pa.Table.from_pylist(rows, schema=KEYED_DECISION_SCHEMA)
+    c = _Clusters.of(members)
+    copy = c.rank > 0
+    survivor_rows = c.rows - c.rank
+    cluster_id = c.column("sample_id", survivor_rows)
+
+    def same(name: str) -> np.ndarray:
+        return pc.fill_null(pc.equal(c.column(name), c.column(name, survivor_rows)), False).to_numpy(zero_copy_only=False)
+
+    text_only = c.column("text_only").fill_null(False).to_numpy(zero_copy_only=False)
+    reason = np.where(text_only, DUP_TEXT, np.where(same("sha256"), DUP_EXACT, np.where(same("pixel_hash"), DUP_PIXELS, DUP_PHASH)))
+    phash, survivor_phash = c.column("phash"), c.column("phash", survivor_rows)
+    both = (phash.is_valid().to_numpy(zero_copy_only=False) & survivor_phash.is_valid().to_numpy(zero_copy_only=False))
+    hamming_distance = hamming(phash.fill_null(0).to_numpy(), survivor_phash.fill_null(0).to_numpy()).astype(np.float64)
+    distance = np.zeros(len(c.rows))
+    has_distance = copy & (text_only | both)
+    if text_only.any():
+        minhash = signatures_from_arrow(c.ordered["minhash"], cfg)
+        texts = np.flatnonzero(copy & text_only)
+        distance[texts] = jaccard_estimate(minhash[c.rows[texts]], minhash[survivor_rows[texts]])
+    distance = np.where(text_only, distance, hamming_distance)
+    return pa.table(
+        {
+            "key": c.column("key"),
+            "sample_id": c.column("sample_id"),
+            "drop_reason": _where(copy, pa.array(reason, pa.string())),
+            "duplicate_of": _where(copy, cluster_id),
+            "dup_cluster": cluster_id,
+            "dup_distance": _where(has_distance, pa.array(distance, pa.float64())),
+            "captions_inherited": _inherited_captions(c, cfg.max_inherited_captions),
+            "caption_cluster_size": pa.nulls(len(c.rows), pa.int64()),
+        },
+        schema=KEYED_DECISION_SCHEMA,
+    )
 
 
 def resolve_caption_clusters(members: pa.Table, cfg: DedupConfig) -> pa.Table:
     """Caption clusters of image-text samples: every member gets the cluster size; beyond `caption_cap`
     members (in survivor-rule order) are dropped as dup_caption_overflow, pointing at the first member."""
-    ordered, clusters = rank_clusters(members)
-    col = _rows(ordered, ["key", "sample_id"])
-    minhash = signatures_from_arrow(ordered["minhash"], cfg)
-    cap = cfg.caption_cap
-    rows = []
-    for start, end in clusters:
-        size = end - start
-        if size < 2:
-            continue
-        first = col["sample_id"][start]
-        for rank, i in enumerate(range(start, end)):
-            fields: dict[str, Any] = {"caption_cluster_size": size}
-            if cap is not None and rank >= cap:
-                similarity = jaccard_estimate(minhash[i : i + 1], minhash[start : start + 1])[0]
-                fields.update(drop_reason=DUP_CAPTION_OVERFLOW, duplicate_of=first, dup_distance=float(similarity))
-            rows.append(_decision(col["key"][i], col["sample_id"][i], first, **fields))
-    return pa.Table.from_pylist(rows, schema=KEYED_DECISION_SCHEMA)
+    c = _Clusters.of(members)
+    survivor_rows = c.rows - c.rank
+    first = c.column("sample_id", survivor_rows)
+    overflow = c.rank >= cfg.caption_cap if cfg.caption_cap is not None else np.zeros(len(c.rows), bool)
+    similarity = np.zeros(len(c.rows))
+    if overflow.any():
+        minhash = signatures_from_arrow(c.ordered["minhash"], cfg)
+        over = np.flatnonzero(overflow)
+        similarity[over] = jaccard_estimate(minhash[c.rows[over]], minhash[survivor_rows[over]])
+    return pa.table(
+        {
+            "key": c.column("key"),
+            "sample_id": c.column("sample_id"),
+            "drop_reason": _where(overflow, pa.array(np.full(len(c.rows), DUP_CAPTION_OVERFLOW), pa.string())),
+            "duplicate_of": _where(overflow, first),
+            "dup_cluster": first,
+            "dup_distance": _where(overflow, pa.array(similarity, pa.float64())),
+            "captions_inherited": pa.nulls(len(c.rows), pa.string()),
+            "caption_cluster_size": pa.array(c.size, pa.int64()),
+        },
+        schema=KEYED_DECISION_SCHEMA,
+    )
 
 
 def merge_decisions(duplicate_rows: pa.Table, caption_rows: pa.Table) -> pa.Table:

@@ -157,3 +157,31 @@ def test_minhash_bands_find_near_duplicate_captions_only() -> None:
     ]
     attrs = attribute_table(np.zeros(len(captions), np.int64), captions, cfg)
     assert found_pairs(attrs, cfg, Space.CAPTION) == {(0, 1), (0, 2)}  # (1, 2) collapses into the 0-1 star
+
+
+def test_sort_order_is_lexsort_by_bucket_signature_key() -> None:
+    from stages.dedup.candidates import sort_order
+
+    rng = np.random.default_rng(3)
+    bucket = rng.integers(0, 2**63, size=5000, dtype=np.int64).view(np.uint64)
+    bucket[:2000] = bucket[rng.integers(0, 50, size=2000)]  # many repeated buckets
+    signature = rng.integers(0, 4, size=5000).astype(np.uint64)  # ties on the signature too
+    key = rng.permutation(5000).astype(np.int64)
+    assert (sort_order(bucket, signature, key) == np.lexsort((key, signature, bucket))).all()
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 3, 36, 1000])
+def test_bucket_ranges_put_every_bucket_in_exactly_one_partition(partitions: int) -> None:
+    from stages.dedup.identify import bucket_bounds, in_bucket_range
+
+    rng = np.random.default_rng(partitions)
+    bounds = bucket_bounds(partitions)
+    edges = [b for b in bounds if b < 2**64] + [b - 1 for b in bounds if 0 < b <= 2**64]
+    bucket = np.concatenate([rng.integers(0, 2**63, size=20_000, dtype=np.int64).view(np.uint64) * np.uint64(2),
+                             np.array(edges + [0, 2**64 - 1], dtype=np.uint64)])  # fmt: skip
+    hits = np.stack([in_bucket_range(bucket, bounds[p], bounds[p + 1]) for p in range(partitions)])
+    assert (hits.sum(axis=0) == 1).all()
+    expected = ((bucket >> np.uint64(32)) * np.uint64(partitions)) >> np.uint64(32)
+    assert (np.argmax(hits, axis=0) == expected).all()
+    sizes = hits[:, :20_000].sum(axis=1)
+    assert sizes.min() > 0.8 * 20_000 / partitions or partitions > 100  # ranges hold about equal shares

@@ -159,3 +159,22 @@ def test_merge_gives_one_row_per_key() -> None:
     assert merged["s"]["drop_reason"] == DUP_CAPTION_OVERFLOW and merged["s"]["duplicate_of"] == "u"
     assert json.loads(merged["s"]["captions_inherited"])[0]["sample_id"] == "t"
     assert merged["t"]["drop_reason"] == DUP_PHASH and merged["t"]["caption_cluster_size"] is None
+
+
+def test_inherited_captions_keep_the_first_distinct_ones_in_survivor_order() -> None:
+    table = members(
+        [
+            {"sample_id": "best", "source": "curated", "source_priority": 9, "caption": "own", "phash": 0},
+            {"sample_id": "b", "area": 300, "caption": "second", "phash": 0},
+            {"sample_id": "a", "area": 300, "caption": "own", "phash": 0},
+            {"sample_id": "c", "area": 200, "caption": "third", "phash": 0},
+            {"sample_id": "d", "area": 100, "caption": "second", "phash": 0},
+            {"sample_id": "x", "caption": "other cluster", "phash": 0, "cluster": 7},
+            {"sample_id": "y", "caption": "other cluster", "phash": 0, "cluster": 7},
+        ]
+    )
+    rows = by_id(resolve_duplicate_clusters(table, DedupConfig(num_perm=32, max_inherited_captions=1)))
+    assert json.loads(rows["best"]["captions_inherited"]) == [{"sample_id": "b", "source": "s", "caption": "second"}]
+    rows = by_id(resolve_duplicate_clusters(table, CFG))
+    assert [c["caption"] for c in json.loads(rows["best"]["captions_inherited"])] == ["second", "third"]
+    assert rows["x"]["captions_inherited"] is None  # the same caption as its survivor's
