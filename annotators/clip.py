@@ -24,11 +24,11 @@ linear one (`weight`/`bias`); the raw output (about 1-10 for LAION's) is the sco
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import fsspec
 import pyarrow as pa
 import torch
 from PIL import Image
@@ -47,6 +47,7 @@ from annotators.recaption import (
     load_vocabulary,
 )
 from curation import schema as rec
+from curation.commit import file_sha256
 from curation.config import DecodeConfig
 from curation.stage import Resources, RowStage
 from filters.config import ClipHeadsConfig
@@ -64,22 +65,14 @@ CLIP_COLUMNS: dict[str, pa.DataType] = {
 }
 # The decoded image rides on its row from the per-row decode to the batched encode, then is popped.
 IMAGE_KEY = "_clip_image"
-HASH_CHUNK = 2**24
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def clip_provenance(weights: ClipWeights) -> str:
     """What made the embeddings: a tag names its weights; a local file is named by its content."""
     import open_clip
 
-    source = f"pretrained={weights.pretrained}" if weights.pretrained else f"checkpoint_sha256={file_sha256(weights.path)}"
+    source = f"pretrained={weights.pretrained}" if weights.pretrained else f"checkpoint_sha256={file_sha256(fsspec.filesystem('file'), str(weights.path))[0]}"
     return f"{weights.model} {source} open_clip={open_clip.__version__}"
 
 

@@ -4,6 +4,7 @@ package, and the tests run offline)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from annotators.clip import AESTHETIC_COLUMN, ClipEncoder, ClipStage, file_sha256
+from annotators.clip import AESTHETIC_COLUMN, ClipEncoder, ClipStage
 from annotators.clip_config import ClipConfig, ClipWeightsMissing, check_clip, fetch_weights, resolve_weights
 from annotators.embeddings import read_embeddings
 from annotators.recaption import Candidate
@@ -115,7 +116,7 @@ def test_embeddings_are_deterministic_and_come_from_the_checkpoint(tiny_files, e
 
 def test_provenance_names_architecture_checkpoint_hash_and_open_clip_version(tiny_files, encoder):
     _, checkpoint = tiny_files
-    assert encoder.provenance == f"{TINY} checkpoint_sha256={file_sha256(checkpoint)} open_clip={open_clip.__version__}"
+    assert encoder.provenance == f"{TINY} checkpoint_sha256={hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()} open_clip={open_clip.__version__}"
     assert encoder.image_side == 32 and encoder.dim == DIM
 
 
