@@ -3,8 +3,9 @@
 1. analyze (streaming, per partition): ingest -> decode + annotate (signatures, quality, safety scores)
    -> filters; every record, kept or dropped, is written to `_work/records/`.
 2. identify (global): the dedup job reads the records' signatures and writes who is a copy of whom.
-3. publish: apply the dedup decisions, plan buckets, write one tar per (bucket, shard) group, then the
-   manifest, sorted by sample_id, with one row per input sample.
+3. publish (`curation.publish`, plain Ray tasks over sample_id ranges): apply the dedup decisions, plan
+   buckets, write one tar per (bucket, shard) group, then the manifest, sorted by sample_id, with one row
+   per input sample.
 
 Rows hold paths and offsets, not pixels, so image bytes cross the object store never: the analysis pass
 and the shard writer each read them from the source.
@@ -23,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import ray.data
-from ray.data.expressions import col
 
 from annotators.clip import ClipStage
 from annotators.clip_config import check_clip
@@ -40,16 +40,13 @@ from curation.stage import Stage
 from filters.assemble import clip_head_filter
 from manifests.inspect import format_summary, inspect_run
 from manifests.progress import Progress, parquet_rows, resolve_mode
-from manifests.writer import write_manifest
-from curation.units import (
-    DONE, RECORDS_DIR, SHARD_COLUMN, WORK_DIR, PartitionAnalysis, committed_stage_seconds, records_done,
-    write_shard_unit,
-)  # fmt: skip
+from curation.publish import Plan, publish, record_ranges
+from curation.units import DONE, RECORDS_DIR, WORK_DIR, PartitionAnalysis, committed_stage_seconds, records_done
 from stages.analyze import AnalyzeStage
 from stages.bucket_stage import BucketStage
-from stages.dedup_apply import DECISION_RENAMES, ApplyDedupStage
+from stages.dedup_apply import ApplyDedupStage
 from stages.ingest import IngestStage
-from stages.shards import SHARD_STAGE, TEXT_BUCKET, ShardInfo, shard_index, shards_for_bucket
+from stages.shards import SHARD_STAGE, TEXT_BUCKET, ShardInfo
 from stages.sources import Partition, plan_partitions
 
 DECISIONS_DIR = f"{WORK_DIR}/dedup"
@@ -57,8 +54,6 @@ DECISIONS_DONE = f"{WORK_DIR}/dedup{DONE}"
 SHARD_INDEX = "shards/index.parquet"
 BUCKETS_JSON = "buckets.json"
 RUN_JSON = "run.json"
-# A rough JPEG/WebP size per pixel, only to size shards before they are written.
-ENCODED_BYTES_PER_PIXEL = 0.35
 
 
 @dataclass
@@ -159,9 +154,9 @@ class Pipeline:
                 with progress.stage("analyze", count_rows=lambda: parquet_rows(self.path(RECORDS_DIR))):
                     self.analyze(partitions)
                 with progress.stage("identify"):
-                    has_decisions = self.identify()
+                    decision_files = self.identify()
                 with progress.stage("publish") as st:
-                    shards = self.publish(has_decisions)
+                    shards = self.publish(partitions, decision_files)
                     st.rows = sum(i.samples for i in shards)
         except BaseException as e:
             info.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000], stage_seconds=progress.stage_seconds)
@@ -199,13 +194,14 @@ class Pipeline:
         # temporaries of attempts that died.
         return ray.data.read_parquet(self.path(RECORDS_DIR), schema=self.schema, file_extensions=["parquet"])
 
-    def identify(self) -> bool:
-        """The global dedup job, committed as one unit: redone whole unless its decisions are intact."""
+    def identify(self) -> list[str]:
+        """The global dedup job, committed as one unit: redone whole unless its decisions are intact.
+        Returns the decision files (relative to the output folder), sorted by sample_id."""
         d = self.cfg.dedup
         if not (d.exact or d.pixels or d.phash or d.text or d.captions):
-            return False
+            return []
         if (done := finished_unit(self.out, DECISIONS_DONE)) is not None:
-            return bool(done["files"])
+            return sorted(done["files"])
         from curation.dedup_job import identify_duplicates
 
         fs, _ = fsspec.core.url_to_fs(self.out)
@@ -216,56 +212,16 @@ class Pipeline:
         files = sorted(posixpath.relpath(f, fs._strip_protocol(self.out))
                        for f in fs.glob(self.path(DECISIONS_DIR, "*.parquet")))  # fmt: skip
         commit_unit(self.out, DECISIONS_DONE, files)
-        return bool(files)
+        return files
 
-    def publish(self, has_decisions: bool) -> list[ShardInfo]:
-        ds = self.records()
-        if has_decisions:
-            decisions = ray.data.read_parquet(self.path(DECISIONS_DIR)).rename_columns(DECISION_RENAMES)
-            # The records carry empty dedup columns (one schema for every phase); the decisions fill them.
-            ds = ds.drop_columns(list(self.apply_dedup.output_columns)).join(
-                decisions, join_type="left_outer", on=("sample_id",), num_partitions=self.shuffle_partitions()
-            )
-        ds = map_stage(ds, self.apply_dedup, self.cfg.ray.batch_size)
-        for stage in self.clip_stages:
-            ds = map_stage(ds, stage, self.cfg.clip.batch_size, actors=self.cfg.clip.actors)
-        ds = map_stage(ds, self.bucket, self.cfg.ray.batch_size).materialize()
-        kept = ds.filter(expr=col("status") == rec.KEPT)
-        dropped = ds.filter(expr=col("status") != rec.KEPT)
-        written, infos = self.write_shards(kept)
-        manifest_schema = rec.manifest_schema(self.schema)
-        rows = (dropped.union(written) if written is not None else dropped).select_columns(manifest_schema.names)
-        rows = rows.sort("sample_id")
-        fs, _ = fsspec.core.url_to_fs(self.out)
-        if fs.exists(self.path("manifest")):  # parts of a killed run's manifest: the whole manifest is redone
-            fs.rm(self.path("manifest"), recursive=True)
-        write_manifest(self.out, manifest_schema, rows.iter_batches(batch_format="pyarrow", batch_size=8192))
+    def publish(self, partitions: list[Partition], decision_files: list[str]) -> list[ShardInfo]:
+        total = sum(finished_unit(self.out, records_done(p.index))["rows"] for p in partitions)
+        plan = Plan(out=self.out, schema=self.schema, cfg=self.cfg,
+                    ranges=record_ranges(total, self.cfg.ray.range_rows),
+                    stages=[self.apply_dedup, *self.clip_stages, self.bucket], score_columns=self.score_columns,
+                    decision_files=decision_files)  # fmt: skip
+        infos = publish(plan, [p.index for p in partitions])
         self.write_indexes(infos)
-        return infos
-
-    def shuffle_partitions(self) -> int:
-        return max(2, int(ray.cluster_resources().get("CPU", 2)))
-
-    def write_shards(self, kept: ray.data.Dataset) -> tuple[ray.data.Dataset | None, list[ShardInfo]]:
-        """Write every kept sample into its bucket's shards; None when nothing was kept."""
-        buckets = kept.groupby("bucket", num_partitions=self.shuffle_partitions())
-        counts = {r["bucket"]: r["count()"] for r in buckets.count().take_all()}
-        if not counts:
-            return None, []
-        n_shards = {b: shards_for_bucket(n, _bytes_per_sample(b), self.cfg.shards.max_samples, self.cfg.shards.max_bytes)
-                    for b, n in counts.items()}  # fmt: skip
-        assigned = kept.map_batches(_assign_shards, fn_args=(n_shards,), batch_format="pyarrow")
-        groups = assigned.groupby(["bucket", SHARD_COLUMN], num_partitions=self.shuffle_partitions())
-        written = groups.map_groups(write_shard_unit, batch_format="pyarrow",
-                                    fn_args=(self.out, self.schema, self.score_columns, self.cfg)).materialize()  # fmt: skip
-        return written, self.read_shard_infos()
-
-    def read_shard_infos(self) -> list[ShardInfo]:
-        fs, _ = fsspec.core.url_to_fs(self.out)
-        infos = []
-        for f in sorted(fs.glob(self.path("shards", "*", "*.info.json"))):
-            with fs.open(f, "r") as fh:
-                infos.append(ShardInfo(**json.load(fh)))
         return infos
 
     def write_indexes(self, infos: list[ShardInfo]) -> None:
@@ -286,17 +242,3 @@ class Pipeline:
             b["bytes"] += i.bytes
             b["shards"].append(i.shard)
         write_json(self.out, BUCKETS_JSON, {"buckets": dict(sorted(buckets.items()))})
-
-
-def _bytes_per_sample(bucket: str) -> float:
-    if bucket == TEXT_BUCKET:
-        return 512.0
-    w, h = (int(x) for x in bucket.split("x"))
-    return w * h * ENCODED_BYTES_PER_PIXEL
-
-
-def _assign_shards(batch: pa.Table, n_shards: dict[str, int]) -> pa.Table:
-    ids = batch.column("sample_id").to_pylist()
-    buckets = batch.column("bucket").to_pylist()
-    idx = [shard_index(i, n_shards[b]) for i, b in zip(ids, buckets)]
-    return batch.append_column(SHARD_COLUMN, pa.array(idx, pa.int32()))

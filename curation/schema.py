@@ -73,6 +73,32 @@ def make_sample_id(source: str, source_key: str) -> str:
     return digest.hexdigest()
 
 
+# sample_ids are uniform hex digests, so equal ranges of their first 8 hex digits are balanced hash
+# partitions that are also in sort order: concatenating sorted ranges sorts the whole.
+_PREFIX_HEX = 8
+_PREFIX_BITS = 4 * _PREFIX_HEX
+_ID_SPACE = 1 << _PREFIX_BITS
+
+
+def id_range(sample_id: str, n: int) -> int:
+    """Which of `n` equal ranges of the sample_id space holds `sample_id` (0 .. n-1)."""
+    return int(sample_id[:_PREFIX_HEX], 16) * n >> _PREFIX_BITS
+
+
+def id_range_bounds(r: int, n: int) -> tuple[str | None, str | None]:
+    """Range `r` of `n` as [lo, hi) in sample_id string order; None where the range is open."""
+    lo = None if r == 0 else f"{-(-r * _ID_SPACE // n):0{_PREFIX_HEX}x}"
+    hi = None if r == n - 1 else f"{-(-(r + 1) * _ID_SPACE // n):0{_PREFIX_HEX}x}"
+    return lo, hi
+
+
+def overlapping_ranges(r: int, n: int, m: int) -> range:
+    """The ranges of an `m`-way split that overlap range `r` of an `n`-way split."""
+    first = -(-r * _ID_SPACE // n)
+    last = -(-(r + 1) * _ID_SPACE // n) - 1
+    return range(first * m >> _PREFIX_BITS, (last * m >> _PREFIX_BITS) + 1)
+
+
 def new_record(source: str, source_key: str, priority: int, **fields: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "sample_id": make_sample_id(source, source_key),

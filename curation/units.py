@@ -1,7 +1,8 @@
 """The pipeline's units of work, each committed exactly once (`curation.commit`), so a rerun skips them.
 
 - analysis: one input partition through ingest and every analysis stage -> one records file;
-- shard: one (bucket, shard) group -> its tar and the rows the manifest gets for it.
+- shard: one (bucket, shard) group -> its tar and the rows the manifest gets for it;
+- publish's scatter and place units (`curation.publish`).
 
 Both run inside one worker call, so a unit is never split across tasks and a retried task (a worker that
 died) redoes the whole unit under a fresh temporary name.
@@ -13,6 +14,7 @@ import json
 import posixpath
 import time
 from collections import Counter
+from typing import Callable
 
 import fsspec
 import pyarrow as pa
@@ -21,18 +23,16 @@ import pyarrow.parquet as pq
 from curation import schema as rec
 from curation.commit import commit_unit, finished_unit, write_atomically
 from curation.config import PipelineConfig
-from curation.provenance import write_json
 from curation.stage import Resources, Stage
 from stages.bucket_stage import BucketRenderer
 from stages.ingest import IngestStage
-from stages.shards import SHARD_STAGE, TEXT_BUCKET, write_shard
+from stages.shards import SHARD_STAGE, TEXT_BUCKET, ShardInfo, write_shard
 from stages.sources import Partition
 
 WORK_DIR = "_work"
 RECORDS_DIR = f"{WORK_DIR}/records"
 SHARD_UNITS_DIR = f"{WORK_DIR}/shards"
 DONE = ".done.json"
-SHARD_COLUMN = "_shard_index"
 
 
 def records_file(index: int) -> str:
@@ -115,28 +115,24 @@ class PartitionAnalysis(Stage):
 
 
 def write_shard_unit(
-    group: pa.Table, out_root: str, schema: pa.Schema, score_columns: list[str], cfg: PipelineConfig
-) -> pa.Table:
-    """Phase 3's unit: the tar of one (bucket, shard) group and its manifest rows, or the committed ones."""
-    bucket = group.column("bucket")[0].as_py()
-    index = group.column(SHARD_COLUMN)[0].as_py()
+    rows: Callable[[], pa.Table], bucket: str, index: int, out_root: str, schema: pa.Schema,
+    score_columns: list[str], cfg: PipelineConfig,
+) -> ShardInfo | None:
+    """Phase 3's unit: the tar of one (bucket, shard) group and the manifest rows of its samples, in
+    `shard_unit(...).parquet`; `rows()` reads the group, only when the unit is not committed yet. Returns
+    the tar's info, None when no sample of the group made it into a tar."""
     unit = shard_unit(bucket, index)
     rows_file, done = f"{unit}.parquet", f"{unit}{DONE}"
-    if finished_unit(out_root, done) is not None:
-        return read_parquet(out_root, rows_file)
+    if (committed := finished_unit(out_root, done)) is not None:
+        return ShardInfo(**committed["shard"]) if committed.get("shard") else None
     started = time.process_time()
     render = None if bucket == TEXT_BUCKET else BucketRenderer(cfg.bucketing, cfg.decode)
-    rows, info = write_shard(group.drop_columns([SHARD_COLUMN]).to_pylist(), out_root, bucket, index, render,
-                             score_columns)  # fmt: skip
-    table = rec.to_table(rows, schema)
-    write_parquet_atomically(out_root, rows_file, table)
-    files = [rows_file]
-    if info is not None:
-        info_file = info.shard.replace(".tar", ".info.json")
-        write_json(out_root, info_file, vars(info))
-        files += [info.shard, info_file]
-    commit_unit(out_root, done, files, stage_seconds={SHARD_STAGE: time.process_time() - started})
-    return table
+    written, info = write_shard(rows().to_pylist(), out_root, bucket, index, render, score_columns)
+    write_parquet_atomically(out_root, rows_file, rec.to_table(written, schema))
+    files = [rows_file] + ([info.shard] if info is not None else [])
+    commit_unit(out_root, done, files, shard=vars(info) if info is not None else None,
+                stage_seconds={SHARD_STAGE: time.process_time() - started})  # fmt: skip
+    return info
 
 
 def committed_stage_seconds(out_root: str) -> dict[str, float]:

@@ -47,8 +47,9 @@ def shards_for_bucket(count: int, bytes_per_sample: float, max_samples: int, max
 
 
 def shard_index(sample_id: str, n_shards: int) -> int:
-    """A sample's shard from its id alone, so the layout does not depend on workers or arrival order."""
-    return int(sample_id[:12], 16) % n_shards
+    """A sample's shard from its id alone, so the layout does not depend on workers or arrival order: the
+    shard holds one of `n_shards` equal sample_id ranges, which lets its writer read just that range."""
+    return rec.id_range(sample_id, n_shards)
 
 
 def sample_json(row: Mapping[str, Any], score_columns: Iterable[str]) -> bytes:

@@ -34,7 +34,8 @@ def corpus_config(root: Path, output: Path) -> dict:
     for source in data["sources"]:
         source["partition_size"] = 6  # many small partitions, so a kill lands between two of them
     data["shards"] = {"max_samples": 3}  # many shards, so a kill lands between two of them
-    data["ray"] = {"num_cpus": 2, "progress": "lines"}
+    # Many publish ranges (sample_id ranges of 10 records), so publish scatters and places in several units.
+    data["ray"] = {"num_cpus": 2, "progress": "lines", "range_rows": 10}
     data["output"] = str(output)
     return data
 
@@ -121,9 +122,9 @@ def test_killed_three_times_ends_identical_to_an_uninterrupted_run(tmp_path, ref
     assert not (out / "_work").exists()
 
 
-def test_worker_count_partitions_and_batches_do_not_change_a_byte(tmp_path, reference):
+def test_worker_count_partitions_batches_and_ranges_do_not_change_a_byte(tmp_path, reference):
     reference_data, expected = reference
-    data = dict(reference_data, output=str(tmp_path / "out"), ray={"num_cpus": 1, "batch_size": 5})
+    data = dict(reference_data, output=str(tmp_path / "out"), ray={"num_cpus": 1, "batch_size": 5, "range_rows": 10_000})
     data["sources"] = [dict(source, partition_size=4) for source in reference_data["sources"]]
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(data))
