@@ -13,8 +13,10 @@ shard settings (JPEG, quality 95). Images no bucket can take cost only the heade
 process is its rate per core. It does no filtering and no dedup, so it renders the duplicates and the
 images the filters drop too; a second figure counts only the images the pipeline kept.
 
-The pipeline: `curation run CONFIG --overwrite` (CLIP off, every default filter including open_nsfw,
-default dedup and bucketing) on an embedded Ray with num_cpus=1, then num_cpus=2, each in a fresh process.
+The pipeline: `curation run CONFIG --overwrite` on an embedded Ray with num_cpus=1, then num_cpus=2, each in
+a fresh process, through the CPU stages the issue lists (decode, signatures, dedup, quality and caption
+filters, bucketing, shard writing) with their defaults. CLIP is off, and so is the open_nsfw safety model
+(a ResNet-50, ~20 ms per image on this CPU, which the issue's list leaves out): `--nsfw` adds it back.
 End-to-end images/s counts every input over the wall time of the command (Ray start and shutdown
 included); per core divides by num_cpus. A sampler reads the CPU seconds of the command's process tree
 (driver, gcs, raylet, workers) once a second, so images per CPU-second are reported too: on a shared
@@ -147,10 +149,10 @@ def profile_subset(root: Path, index: list[dict], n: int) -> tuple[list[dict], i
     return [src for src in sources if chosen[src["name"]]], total
 
 
-def run_pipeline(root: Path, work: Path, code: dict, num_cpus: int, n: int, py_spy: str | None = None,
+def run_pipeline(root: Path, work: Path, code: dict, num_cpus: int, n: int, nsfw: bool, py_spy: str | None = None,
                  sources: list[dict] | None = None) -> dict:  # fmt: skip
     out = work / (f"out-{num_cpus}cpu" + ("-pyspy" if py_spy else ""))
-    cfg = corpus_config(root, out, num_cpus=num_cpus)
+    cfg = corpus_config(root, out, num_cpus=num_cpus, **{"filters.safety.nsfw.enabled": nsfw})
     if sources:
         cfg["sources"] = sources
     config_path = work / f"config-{num_cpus}cpu.yaml"
@@ -381,6 +383,7 @@ def main() -> None:
     parser.add_argument("--py-spy", action="store_true", help="also profile a 2-CPU run under py-spy record")
     parser.add_argument("--py-spy-n", type=int, help="profile on about this many images of the corpus (its first "
                         "tables and tars; default: all of it)")
+    parser.add_argument("--nsfw", action="store_true", help="also run the open_nsfw safety model (default: off)")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     args = parser.parse_args()
 
@@ -398,7 +401,10 @@ def main() -> None:
         floor = run_floor(index, args.floor_limit)
         print(f"floor: {floor['ips']:.1f} images/s ({floor['ips_cpu']:.1f} per CPU-second)", file=sys.stderr, flush=True)
     command = shlex.join([os.path.relpath(sys.executable, REPO), *sys.argv])
-    machine = code_line(code) + "\n\n" + machine_line()
+    machine = code_line(code) + "\n\n" + machine_line() + (
+        "\n\nStages: the issue's CPU stages with their defaults; CLIP off; open_nsfw "
+        + ("on (`--nsfw`)." if args.nsfw else "off (`--nsfw` adds it).")
+    )
     runs: list[dict] = []
     extra: list[str] = []
 
@@ -409,7 +415,7 @@ def main() -> None:
         load_after = os.getloadavg()
         pending = [] if final else ["", "*(partial: the benchmark is still running)*"]
         text = markdown(len(index), floor, runs, command, machine, (load_before, load_after), extra + pending)
-        line = json.dumps(summary_json(len(index), code, floor, runs, load_before, load_after))
+        line = json.dumps({**summary_json(len(index), code, floor, runs, load_before, load_after), "nsfw": args.nsfw})
         if final:
             print(text)
             print(line)
@@ -417,7 +423,7 @@ def main() -> None:
             write_report(args.out, text + "\n\n```json\n" + line + "\n```\n")
 
     for c in args.cpus:
-        runs.append(run_pipeline(root, work, code, c, len(index)))
+        runs.append(run_pipeline(root, work, code, c, len(index), args.nsfw))
         report(final=False)
     if args.py_spy:
         py_spy = find_py_spy()
@@ -428,7 +434,7 @@ def main() -> None:
             subset = None if n_prof >= len(index) else profile_subset(root, index, n_prof)
             if subset is not None:
                 n_prof = subset[1]
-            prof = run_pipeline(root, work, code, 2, n_prof, py_spy=py_spy, sources=subset and subset[0])
+            prof = run_pipeline(root, work, code, 2, n_prof, args.nsfw, py_spy=py_spy, sources=subset and subset[0])
             raw = Path(prof["profile"] + ".txt")
             extra += [f"## py-spy profile of a 2-CPU run on {n_prof:,} photos ({prof['wall_s']:.0f} s under the "
                       "profiler, `py-spy record --subprocesses --rate 20 --format raw`)", "",

@@ -73,7 +73,7 @@ class RayConfig(Strict):
     object_store_memory: int | None = Field(None, ge=2**26, description="Bytes for the embedded object store.")
     batch_size: int = Field(64, ge=1, description="Samples per batch handed to a stage.")
     range_rows: int = Field(
-        32768, ge=1, description="Records per publish task (a sample_id range): bounds each task's memory, "
+        8192, ge=1, description="Records per publish task (a sample_id range): bounds each task's memory, "
         "whatever the corpus size; the outputs do not depend on it."
     )
     progress: Literal["auto", "bars", "lines", "off"] = Field("auto", description="Progress display.")

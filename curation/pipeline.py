@@ -215,12 +215,12 @@ class Pipeline:
         return files
 
     def publish(self, partitions: list[Partition], decision_files: list[str]) -> list[ShardInfo]:
-        total = sum(finished_unit(self.out, records_done(p.index))["rows"] for p in partitions)
+        rows = [(p.index, finished_unit(self.out, records_done(p.index))["rows"]) for p in partitions]
         plan = Plan(out=self.out, schema=self.schema, cfg=self.cfg,
-                    ranges=record_ranges(total, self.cfg.ray.range_rows),
+                    ranges=record_ranges(sum(n for _, n in rows), self.cfg.ray.range_rows),
                     stages=[self.apply_dedup, *self.clip_stages, self.bucket], score_columns=self.score_columns,
                     decision_files=decision_files)  # fmt: skip
-        infos = publish(plan, [p.index for p in partitions])
+        infos = publish(plan, rows)
         self.write_indexes(infos)
         return infos
 

@@ -4,16 +4,16 @@ object store, and no task that holds more than one range or one shard, whatever 
 sample_ids are uniform hex digests, so R equal ranges of the id space (`curation.schema.id_range`) are
 balanced hash partitions that are also in sort order. R = ceil(records / ray.range_rows).
 
-1. scatter (a task per records file, only when R > 1): the file's rows sorted by sample_id, one Parquet row
-   group per range.
-2. place (a task per range): the range's rows from every records file, the dedup decisions of the range
-   looked up by sample_id, then apply-dedup, CLIP (when on) and bucket planning. Kept rows are written
-   sorted by (bucket, sample_id) in small row groups, dropped ones sorted by sample_id; the task returns its
-   kept count per bucket.
+1. scatter (only when R > 1; a task per group of consecutive records files holding about range_rows
+   rows): the group's rows sorted by sample_id, one Parquet row group per range.
+2. place (a task per range): the range's rows (a row group of every scattered file), the dedup decisions
+   of the range looked up by sample_id, then apply-dedup, CLIP (when on) and bucket planning, batch by
+   batch. Kept rows go to a file per bucket, dropped ones to another, each sorted by sample_id in row
+   groups of at most PLACED_ROW_GROUP rows; the task returns its kept count per bucket.
 3. The driver sizes each bucket's shards from those counts. Shard s of a bucket with n shards holds the ids
    of range s of n (`stages.shards.shard_index`), so the layout depends on the counts alone.
-4. shard (a task per shard, committed as before): its bucket's rows of its id range, read from the placed
-   files that overlap it (row-group statistics skip the rest), rendered into the tar.
+4. shard (a task per shard, committed as before): the rows of its id range from its bucket's placed files
+   of the ranges that overlap it (row-group statistics skip the rest), rendered into the tar.
 5. manifest: the driver, range by range in order, sorts the range's dropped rows with the rows the shard
    units returned for it and appends them to the manifest writer.
 
@@ -40,19 +40,21 @@ import pyarrow.parquet as pq
 import ray
 
 from curation import schema as rec
-from curation.commit import commit_unit, finished_unit, write_atomically
+from curation.commit import commit_unit, finished_unit, temporary_name, write_atomically
 from curation.config import PipelineConfig
 from curation.stage import Stage
 from curation.units import (
-    DONE, WORK_DIR, read_parquet, records_file, shard_unit, write_parquet_atomically, write_shard_unit,
+    DONE, WORK_DIR, read_parquet, records_file, shard_unit, write_shard_unit,
 )  # fmt: skip
 from manifests.writer import ManifestWriter
 from stages.dedup_apply import DECISION_RENAMES
 from stages.shards import TEXT_BUCKET, ShardInfo, shards_for_bucket
 
 PUBLISH_DIR = f"{WORK_DIR}/publish"
-# Kept rows per row group of a placed file: what a shard writer reads beyond its own id range, at most.
+# Rows per row group of a placed file: what a shard writer reads beyond its own id range, at most.
 PLACED_ROW_GROUP = 1024
+# Rows a place task buffers before writing them (a row group per file and flush).
+BUFFER_BYTES = 32 * 2**20
 # A rough JPEG/WebP size per pixel, only to size shards before they are written.
 ENCODED_BYTES_PER_PIXEL = 0.35
 
@@ -75,19 +77,20 @@ class Plan:
         return f"{PUBLISH_DIR}/{kind}-r{self.ranges}-{index:05d}"
 
 
-def publish(plan: Plan, partitions: list[int]) -> list[ShardInfo]:
-    """Run steps 1-5; returns the shards written (or committed by an earlier attempt), in name order."""
+def publish(plan: Plan, partitions: list[tuple[int, int]]) -> list[ShardInfo]:
+    """Run steps 1-5 over the (records file index, rows) `partitions`; returns the shards written (or
+    committed by an earlier attempt), in name order."""
     boxed = ray.put(plan)
     pieces: list[list[tuple[str, int | None]]] = [[] for _ in range(plan.ranges)]
     if plan.ranges > 1:
-        for p, groups in zip(partitions, ray.get([_scatter.remote(boxed, p) for p in partitions])):
-            for r, row_group in groups:
-                pieces[r].append((plan.unit("scatter", p) + ".parquet", row_group))
+        groups = scatter_groups(partitions, plan.cfg.ray.range_rows)
+        for g, row_groups in enumerate(ray.get([_scatter.remote(boxed, g, files) for g, files in enumerate(groups)])):
+            for r, row_group in row_groups:
+                pieces[r].append((plan.unit("scatter", g) + ".parquet", row_group))
     else:
-        pieces[0] = [(records_file(p), None) for p in partitions]
-    placed = ray.get([_place.remote(boxed, r, pieces[r]) for r in range(plan.ranges)])
+        pieces[0] = [(records_file(p), None) for p, _ in partitions]
     counts: Counter[str] = Counter()
-    for c in placed:
+    for c in ray.get([_place.remote(boxed, r, pieces[r]) for r in range(plan.ranges)]):
         counts.update(c)
     n_shards = {b: shards_for_bucket(n, _bytes_per_sample(b), plan.cfg.shards.max_samples, plan.cfg.shards.max_bytes)
                 for b, n in sorted(counts.items())}  # fmt: skip
@@ -101,29 +104,43 @@ def record_ranges(total_rows: int, range_rows: int) -> int:
     return max(1, math.ceil(total_rows / range_rows))
 
 
+def scatter_groups(partitions: list[tuple[int, int]], range_rows: int) -> list[list[str]]:
+    """Consecutive records files, about `range_rows` rows per group: the ranges then read a row group from
+    each of about R files, not from every records file (R x files reads)."""
+    groups: list[list[str]] = [[]]
+    rows = 0
+    for p, n in partitions:
+        if groups[-1] and rows + n > range_rows:
+            groups.append([])
+            rows = 0
+        groups[-1].append(records_file(p))
+        rows += n
+    return groups
+
+
 # -- 1. scatter -----------------------------------------------------------------------------------------------
 @ray.remote(max_retries=-1)
-def _scatter(plan: Plan, partition: int) -> list[tuple[int, int]]:
-    """Rewrite one records file sorted by sample_id, a row group per range; returns (range, row group) pairs."""
-    unit = plan.unit("scatter", partition)
+def _scatter(plan: Plan, group: int, files: list[str]) -> list[tuple[int, int]]:
+    """Rewrite a group of records files sorted by sample_id, a row group per range; returns the (range,
+    row group) pairs."""
+    unit = plan.unit("scatter", group)
     if (done := finished_unit(plan.out, unit + DONE)) is not None:
-        return [tuple(g) for g in done["groups"]]
-    table = read_parquet(plan.out, records_file(partition))
-    table = table.sort_by("sample_id")
+        return [tuple(g) for g in done["row_groups"]]
+    table = pa.concat_tables([read_parquet(plan.out, f) for f in files]).sort_by("sample_id")
     ranges = np.array([rec.id_range(s, plan.ranges) for s in table.column("sample_id").to_pylist()], dtype=np.int64)
     starts = np.searchsorted(ranges, np.arange(plan.ranges + 1))
-    groups: list[tuple[int, int]] = []
+    row_groups: list[tuple[int, int]] = []
 
     def write(f) -> None:
         with pq.ParquetWriter(f, table.schema, compression="zstd") as w:
             for r in range(plan.ranges):
                 if starts[r + 1] > starts[r]:
                     w.write_table(table.slice(starts[r], starts[r + 1] - starts[r]))
-                    groups.append((r, len(groups)))
+                    row_groups.append((r, len(row_groups)))
 
     write_atomically(posixpath.join(plan.out, unit + ".parquet"), write)
-    commit_unit(plan.out, unit + DONE, [unit + ".parquet"], groups=groups)
-    return groups
+    commit_unit(plan.out, unit + DONE, [unit + ".parquet"], row_groups=row_groups)
+    return row_groups
 
 
 # -- 2. place -------------------------------------------------------------------------------------------------
@@ -133,33 +150,108 @@ _READY: dict[str, list[Stage]] = {}
 
 @ray.remote(max_retries=-1)
 def _place(plan: Plan, r: int, pieces: list[tuple[str, int | None]]) -> dict[str, int]:
-    """Range r through apply-dedup, CLIP and bucket planning; returns its kept count per bucket."""
+    """Range r through apply-dedup, CLIP and bucket planning; returns its kept count per bucket.
+
+    Writes `<unit>/<bucket>.parquet` (kept rows) and `<unit>/dropped.parquet` (dropped rows, without the
+    byte references), as the batches come: the task holds the range's input and a few buffered row groups."""
     unit = plan.unit("place", r)
     if (done := finished_unit(plan.out, unit + DONE)) is not None:
         return done["kept"]
     started = time.process_time()
     tables = [_read_piece(plan.out, f, rg) for f, rg in pieces]
     table = pa.concat_tables(tables).sort_by("sample_id") if tables else plan.schema.empty_table()
+    del tables
     if plan.decision_files:
         table = _with_decisions(table, _decisions_in_range(plan, r))
+    stages = _stages(plan)
+    step = max([plan.cfg.ray.batch_size] + [plan.cfg.clip.batch_size for s in stages if s.resources.actor])
+    writers = _BucketWriters(plan.out, unit, plan.schema, rec.manifest_schema(plan.schema))
     seconds: Counter[str] = Counter()
-    for stage in _stages(plan):
-        t = time.process_time()
-        size = plan.cfg.clip.batch_size if stage.resources.actor else plan.cfg.ray.batch_size
-        table = pa.concat_tables([stage(table.slice(i, size)) for i in range(0, table.num_rows, size)] or
-                                 [plan.schema.empty_table()])  # fmt: skip
-        seconds[stage.name] += time.process_time() - t
-    kept_mask = pc.equal(table.column("status"), rec.KEPT)
-    kept = table.filter(kept_mask).sort_by([("bucket", "ascending"), ("sample_id", "ascending")])
-    dropped = table.filter(pc.invert(kept_mask))
-    write_atomically(posixpath.join(plan.out, unit + ".kept.parquet"),
-                     lambda f: pq.write_table(kept, f, compression="zstd", row_group_size=PLACED_ROW_GROUP))  # fmt: skip
-    write_parquet_atomically(plan.out, unit + ".dropped.parquet", dropped)
-    counts = dict(sorted(Counter(kept.column("bucket").to_pylist()).items()))
+    try:
+        for i in range(0, table.num_rows, step):
+            batch = table.slice(i, step)
+            for stage in stages:
+                t = time.process_time()
+                size = plan.cfg.clip.batch_size if stage.resources.actor else plan.cfg.ray.batch_size
+                batch = pa.concat_tables([stage(batch.slice(j, size)) for j in range(0, batch.num_rows, size)])
+                seconds[stage.name] += time.process_time() - t
+            writers.add(batch)
+        files, counts = writers.close()
+    finally:
+        writers.abort()
     seconds["publish"] = time.process_time() - started - sum(seconds.values())  # reading, sorting, writing
-    commit_unit(plan.out, unit + DONE, [unit + ".kept.parquet", unit + ".dropped.parquet"], kept=counts,
+    commit_unit(plan.out, unit + DONE, files, kept=counts,
                 stage_seconds={k: round(v, 3) for k, v in sorted(seconds.items())})  # fmt: skip
     return counts
+
+
+class _BucketWriters:
+    """A place unit's output files, written as batches come: one per bucket of kept rows, one of dropped rows.
+
+    Rows wait in a buffer per file so that row groups are not a batch's sliver each; a full buffer, or the
+    largest one when all together pass BUFFER_BYTES, is written out as a row group."""
+
+    def __init__(self, out: str, unit: str, schema: pa.Schema, dropped_schema: pa.Schema):
+        self.out, self.unit = out, unit
+        self.schemas = {"dropped": dropped_schema}
+        self.schema = schema
+        self.fs, _ = fsspec.core.url_to_fs(out)
+        self.open: dict[str, tuple[str, Any, pq.ParquetWriter]] = {}  # name -> (tmp path, stream, writer)
+        self.buffers: dict[str, list[pa.Table]] = {}
+        self.counts: Counter[str] = Counter()
+
+    def add(self, batch: pa.Table) -> None:
+        kept = pc.equal(batch.column("status"), rec.KEPT)
+        self.buffer("dropped", batch.filter(pc.invert(kept)).select(self.schemas["dropped"].names))
+        kept_rows = batch.filter(kept)
+        for bucket in sorted(set(kept_rows.column("bucket").to_pylist())):
+            rows = kept_rows.filter(pc.equal(kept_rows.column("bucket"), bucket))
+            self.counts[bucket] += rows.num_rows
+            self.buffer(bucket, rows)
+
+    def buffer(self, name: str, rows: pa.Table) -> None:
+        self.buffers.setdefault(name, []).append(rows)
+        if sum(t.num_rows for t in self.buffers[name]) >= PLACED_ROW_GROUP:
+            self.flush(name)
+        while sum(t.nbytes for b in self.buffers.values() for t in b) > BUFFER_BYTES:
+            self.flush(max(self.buffers, key=lambda n: sum(t.nbytes for t in self.buffers[n])))
+
+    def flush(self, name: str) -> None:
+        schema = self.schemas.get(name, self.schema)
+        rows = pa.concat_tables(self.buffers.pop(name, []) or [schema.empty_table()])
+        if rows.num_rows == 0 and name in self.open:
+            return
+        if name not in self.open:
+            final = posixpath.join(self.out, placed_file(self.unit, name))
+            tmp = temporary_name(final)
+            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+            stream = self.fs.open(tmp, "wb")
+            self.open[name] = (tmp, stream, pq.ParquetWriter(stream, schema, compression="zstd"))
+        self.open[name][2].write_table(rows.cast(schema))
+
+    def close(self) -> tuple[list[str], dict[str, int]]:
+        # Every unit has a dropped file, even an empty one: the manifest reads it.
+        for name in sorted({*self.buffers, *({"dropped"} - set(self.open))}):
+            self.flush(name)
+        files = []
+        for name, (tmp, stream, writer) in sorted(self.open.items()):
+            writer.close()
+            stream.close()
+            self.fs.mv(tmp, posixpath.join(self.out, placed_file(self.unit, name)))
+            files.append(placed_file(self.unit, name))
+        self.open.clear()
+        return files, dict(sorted(self.counts.items()))
+
+    def abort(self) -> None:
+        for tmp, stream, writer in self.open.values():
+            writer.close()
+            stream.close()
+            self.fs.rm(tmp)
+        self.open.clear()
+
+
+def placed_file(unit: str, name: str) -> str:
+    return f"{unit}/{name}.parquet"
 
 
 def _read_piece(out: str, rel: str, row_group: int | None) -> pa.Table:
@@ -204,8 +296,10 @@ def _with_decisions(table: pa.Table, decisions: pa.Table) -> pa.Table:
 def _shard(plan: Plan, bucket: str, index: int, n_shards: int) -> dict[str, Any] | None:
     """Shard `index` of `bucket`: the kept rows of its id range, rendered into its tar (a committed unit)."""
     lo, hi = rec.id_range_bounds(index, n_shards)
-    files = [plan.unit("place", r) + ".kept.parquet" for r in rec.overlapping_ranges(index, n_shards, plan.ranges)]
-    rows = lambda: _read_where(plan.out, files, (pc.field("bucket") == bucket) & _in_id_range(lo, hi))  # noqa: E731
+    fs, _ = fsspec.core.url_to_fs(plan.out)
+    files = [f for r in rec.overlapping_ranges(index, n_shards, plan.ranges)
+             if fs.exists(posixpath.join(plan.out, f := placed_file(plan.unit("place", r), bucket)))]  # fmt: skip
+    rows = lambda: _read_where(plan.out, files, _in_id_range(lo, hi))  # noqa: E731
     info = write_shard_unit(rows, bucket, index, plan.out, plan.schema, plan.score_columns, plan.cfg)
     return None if info is None else vars(info)
 
@@ -222,7 +316,7 @@ def _write_manifest(plan: Plan, n_shards: dict[str, int]) -> list[str]:
         lo, hi = rec.id_range_bounds(r, plan.ranges)
         shard_rows = [shard_unit(b, s) + ".parquet" for b, n in n_shards.items()
                       for s in rec.overlapping_ranges(r, plan.ranges, n)]  # fmt: skip
-        parts = [read_parquet(plan.out, plan.unit("place", r) + ".dropped.parquet")]
+        parts = [read_parquet(plan.out, placed_file(plan.unit("place", r), "dropped"))]
         if shard_rows:
             parts.append(_read_where(plan.out, shard_rows, _in_id_range(lo, hi)))
         rows = pa.concat_tables([p.select(schema.names).cast(schema) for p in parts]).sort_by("sample_id")

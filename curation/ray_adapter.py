@@ -43,6 +43,10 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
     ctx.enable_progress_bars = _progress_bars(cfg)
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
+    # Ray 2.60's second Parquet reader starts a file-listing actor and a pool of footer-reading actors for
+    # every read: seconds of start-up and ~200 MB per actor, more of them the more files there are. The
+    # first reader lists and samples footers from the driver, which is cheap for a run's own records files.
+    ctx.use_datasource_v2 = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         yield
