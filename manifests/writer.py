@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Iterable
+from typing import Any, Iterable
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.commit import write_atomically
+from curation.commit import temporary_name
 
 MANIFEST_DIR = "manifest"
 ROWS_PER_PART = 100_000
+ROWS_PER_GROUP = 8192
 
 
 def part_name(index: int) -> str:
@@ -20,15 +21,21 @@ def part_name(index: int) -> str:
 
 
 class ManifestWriter:
-    """Takes sorted batches in order and cuts them into parts of exactly `rows_per_part` rows."""
+    """Takes sorted batches in order and cuts them into parts of exactly `rows_per_part` rows, written as they
+    come in row groups of `rows_per_group` rows: it holds a row group, not a part. The cuts depend on the row
+    sequence alone, never on how it was batched, so the files are byte-identical whatever the batches."""
 
-    def __init__(self, out_root: str, schema: pa.Schema, rows_per_part: int = ROWS_PER_PART):
+    def __init__(self, out_root: str, schema: pa.Schema, rows_per_part: int = ROWS_PER_PART,
+                 rows_per_group: int = ROWS_PER_GROUP):  # fmt: skip
         self.out_root = out_root
         self.schema = schema
         self.rows_per_part = rows_per_part
+        self.rows_per_group = min(rows_per_group, rows_per_part)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
         self.parts: list[str] = []
+        self.part: tuple[str, Any, pq.ParquetWriter] | None = None  # (temporary path, stream, writer)
+        self.part_rows = 0
         self.fs, _ = fsspec.core.url_to_fs(out_root)
         self.fs.makedirs(posixpath.join(out_root, MANIFEST_DIR), exist_ok=True)
 
@@ -36,23 +43,50 @@ class ManifestWriter:
         batch = batch.select(self.schema.names).cast(self.schema)
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
-        while self.pending_rows >= self.rows_per_part:
-            self._flush(self.rows_per_part)
+        while self.pending_rows >= self._next_group():
+            self._write_group(self._next_group())
 
     def close(self) -> list[str]:
-        if self.pending_rows or not self.parts:
-            self._flush(self.pending_rows)
+        if self.pending_rows:
+            self._write_group(self.pending_rows)
+        if self.part is None and not self.parts:  # an empty manifest still has one (empty) part
+            self._open_part()
+        self._close_part()
         return self.parts
 
-    def _flush(self, n: int) -> None:
-        table = pa.concat_tables(self.pending) if self.pending else self.schema.empty_table()
+    def _next_group(self) -> int:
+        """Rows of the next row group: a full group, or what is left of the current part."""
+        return min(self.rows_per_group, self.rows_per_part - self.part_rows)
+
+    def _write_group(self, n: int) -> None:
+        table = pa.concat_tables(self.pending)
         head, rest = table.slice(0, n), table.slice(n)
-        name = part_name(len(self.parts))
-        final = posixpath.join(self.out_root, name)
-        write_atomically(final, lambda f: pq.write_table(head, f, compression="zstd"))
-        self.parts.append(name)
+        if self.part is None:
+            self._open_part()
+        assert self.part is not None
+        self.part[2].write_table(head)
+        self.part_rows += n
         self.pending = [rest] if rest.num_rows else []
         self.pending_rows = rest.num_rows
+        if self.part_rows == self.rows_per_part:
+            self._close_part()
+
+    def _open_part(self) -> None:
+        final = posixpath.join(self.out_root, part_name(len(self.parts)))
+        tmp = temporary_name(final)
+        stream = self.fs.open(tmp, "wb")
+        self.part = (tmp, stream, pq.ParquetWriter(stream, self.schema, compression="zstd"))
+
+    def _close_part(self) -> None:
+        if self.part is None:
+            return
+        tmp, stream, writer = self.part
+        writer.close()
+        stream.close()
+        name = part_name(len(self.parts))
+        self.fs.mv(tmp, posixpath.join(self.out_root, name))
+        self.parts.append(name)
+        self.part, self.part_rows = None, 0
 
 
 def write_manifest(out_root: str, schema: pa.Schema, batches: Iterable[pa.Table]) -> list[str]:
