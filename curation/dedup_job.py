@@ -157,7 +157,7 @@ def _record_columns(records: ray.data.Dataset, cfg: DedupConfig, wanted: list[st
 # -- band exchange ------------------------------------------------------------------------------------------
 def _band_edges(records: ray.data.Dataset, cfg: DedupConfig, stats: DedupStats) -> EdgeList | None:
     """Steps 1-3: band rows, then one task per bucket range; the distinct edges, or None without band rows."""
-    wanted = ["sample_id", "status"] + (["image_path", "image_bytes"] if cfg.text or cfg.captions else [])
+    wanted = ["sample_id", "status"] + (["width"] if cfg.text or cfg.captions else [])
     bands = (
         _record_columns(records, cfg, wanted)
         .map_batches(_band_block, batch_format="pyarrow", batch_size=None, fn_kwargs={"cfg": cfg})

@@ -37,8 +37,6 @@ RECORD_COLUMNS = [
     "width",
     "height",
     "caption",
-    "image_path",
-    "image_bytes",
 ]
 ATTRIBUTE_SCHEMA = MEMBER_SCHEMA.remove(MEMBER_SCHEMA.get_field_index("cluster"))
 BAND_SCHEMA = pa.schema(
@@ -90,7 +88,9 @@ def kept_rows(records: pa.Table) -> pa.Table:
 
 
 def _text_only(kept: pa.Table) -> pa.ChunkedArray | pa.Array:
-    return pc.and_(pc.is_null(kept["image_path"]), pc.is_null(kept["image_bytes"]))
+    # A kept image sample was decoded, so it has a width; reading that, not the byte references, keeps
+    # inline image bytes out of the job.
+    return pc.is_null(kept["width"])
 
 
 def band_inputs(records: pa.Table, cfg: DedupConfig) -> pa.Table:
