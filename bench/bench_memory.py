@@ -285,9 +285,10 @@ def code_line(code: dict) -> str:
 
 
 def curation_cmd(code: dict, config: Path) -> tuple[list[str], dict]:
-    """The `curation run` command on the copied code, and its environment additions."""
+    """The `curation run` command on the copied code, and its environment additions. `run_child` starts it
+    in the copy: `python -m` puts the working directory first on the path, and Ray's workers inherit it."""
     python = str(REPO / ".venv" / "bin" / "python")
-    env = {"PYTHONPATH": code["path"] + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {"PYTHONPATH": code["path"] + os.pathsep + os.environ.get("PYTHONPATH", ""), "CODE_COPY": code["path"]}
     return [python, "-m", "curation.cli", "run", str(config), "--overwrite"], env
 
 
@@ -310,8 +311,9 @@ def run_child(cmd: list[str], log_path: Path, interval: float, memory: bool, env
     lines: list[tuple[float, str]] = []
     started = time.time()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                                env={**os.environ, **(env or {})})  # fmt: skip
+        env = {**os.environ, **(env or {})}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=env.get("CODE_COPY", REPO), env=env)  # fmt: skip
         with TreeSampler(proc.pid, interval, memory) as sampler:
             assert proc.stdout is not None
             for line in proc.stdout:
