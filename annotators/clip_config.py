@@ -58,7 +58,7 @@ class ClipConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the GPU when the worker has one.")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="auto: fp16 on a GPU, fp32 on CPU.")
     batch_size: int = Field(64, ge=1, description="Images per forward pass (and per Ray batch).")
-    actors: int = Field(1, ge=1, description="Workers in the actor pool, each with its own model.")
+    actors: int = Field(1, ge=1, description="Publish tasks that run CLIP at once, each with its own model copy.")
     num_cpus: int = Field(1, ge=1, description="CPUs per worker; torch uses as many threads.")
     num_gpus: float = Field(1.0, gt=0, le=1, description="GPU share per worker when the cluster has GPUs.")
     decode_side: int | None = Field(None, ge=16, description="JPEG draft-decode short side; None: the model's input size.")

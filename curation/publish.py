@@ -42,6 +42,7 @@ import ray
 from curation import schema as rec
 from curation.commit import commit_unit, finished_unit, temporary_name, write_atomically
 from curation.config import PipelineConfig
+from curation.ray_adapter import cluster_gpus
 from curation.stage import Stage
 from curation.units import (
     DONE, WORK_DIR, read_parquet, records_file, shard_unit, write_shard_unit,
@@ -90,7 +91,7 @@ def publish(plan: Plan, partitions: list[tuple[int, int]]) -> list[ShardInfo]:
     else:
         pieces[0] = [(records_file(p), None) for p, _ in partitions]
     counts: Counter[str] = Counter()
-    for c in ray.get([_place.remote(boxed, r, pieces[r]) for r in range(plan.ranges)]):
+    for c in _run_places(plan, boxed, pieces):
         counts.update(c)
     n_shards = {b: shards_for_bucket(n, _bytes_per_sample(b), plan.cfg.shards.max_samples, plan.cfg.shards.max_bytes)
                 for b, n in sorted(counts.items())}  # fmt: skip
@@ -98,6 +99,25 @@ def publish(plan: Plan, partitions: list[tuple[int, int]]) -> list[ShardInfo]:
     infos = ray.get([_shard.remote(boxed, b, s, n) for b, s, n in units])
     _write_manifest(plan, n_shards)
     return sorted((ShardInfo(**i) for i in infos if i is not None), key=lambda i: i.shard)
+
+
+def _run_places(plan: Plan, boxed: ray.ObjectRef, pieces: list[list[tuple[str, int | None]]]) -> list[dict[str, int]]:
+    """The place tasks, in range order. With a model-backed stage (CLIP) each task asks for that stage's GPU
+    share when the cluster has GPUs, and at most `clip.actors` run at once: one model copy each."""
+    model = [s.resources for s in plan.stages if s.resources.actor]
+    if not model:
+        return ray.get([_place.remote(boxed, r, pieces[r]) for r in range(plan.ranges)])
+    gpus = max(m.num_gpus for m in model) if cluster_gpus() > 0 else 0.0
+    place = _place.options(num_cpus=max(m.num_cpus for m in model), num_gpus=gpus)
+    results: dict[ray.ObjectRef, int] = {}
+    running: list[ray.ObjectRef] = []
+    for r in range(plan.ranges):
+        if len(running) >= plan.cfg.clip.actors:
+            _, running = ray.wait(running, num_returns=1)
+        ref = place.remote(boxed, r, pieces[r])
+        results[ref] = r
+        running.append(ref)
+    return ray.get(sorted(results, key=results.__getitem__))
 
 
 def record_ranges(total_rows: int, range_rows: int) -> int:
@@ -198,6 +218,8 @@ class _BucketWriters:
         self.fs, _ = fsspec.core.url_to_fs(out)
         self.open: dict[str, tuple[str, Any, pq.ParquetWriter]] = {}  # name -> (tmp path, stream, writer)
         self.buffers: dict[str, list[pa.Table]] = {}
+        self.buffered_rows: Counter[str] = Counter()
+        self.buffered_bytes: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
 
     def add(self, batch: pa.Table) -> None:
@@ -211,14 +233,17 @@ class _BucketWriters:
 
     def buffer(self, name: str, rows: pa.Table) -> None:
         self.buffers.setdefault(name, []).append(rows)
-        if sum(t.num_rows for t in self.buffers[name]) >= PLACED_ROW_GROUP:
+        self.buffered_rows[name] += rows.num_rows
+        self.buffered_bytes[name] += rows.nbytes
+        if self.buffered_rows[name] >= PLACED_ROW_GROUP:
             self.flush(name)
-        while sum(t.nbytes for b in self.buffers.values() for t in b) > BUFFER_BYTES:
-            self.flush(max(self.buffers, key=lambda n: sum(t.nbytes for t in self.buffers[n])))
+        while self.buffered_bytes.total() > BUFFER_BYTES:
+            self.flush(max(self.buffered_bytes, key=self.buffered_bytes.__getitem__))
 
     def flush(self, name: str) -> None:
         schema = self.schemas.get(name, self.schema)
         rows = pa.concat_tables(self.buffers.pop(name, []) or [schema.empty_table()])
+        del self.buffered_rows[name], self.buffered_bytes[name]
         if rows.num_rows == 0 and name in self.open:
             return
         if name not in self.open:
