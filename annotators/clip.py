@@ -187,7 +187,7 @@ class ClipStage(RowStage):
         self.heads_cfg = heads
         self.heads: ClipHeadScorer | None = None
         self.captioner = captioner
-        # Per instance, from the config: the actor pool reserves these (and a GPU share when there is one).
+        # Per instance, from the config: each task that runs it reserves these (and a GPU share when there is one).
         self.resources = Resources(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, actor=True)
         self.skip_reason: str | None = None
         self.encoder: Any = None  # a ClipEncoder after setup (tests put stand-ins here)

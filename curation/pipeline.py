@@ -1,4 +1,4 @@
-"""The curation DAG on Ray Data, in three phases.
+"""The curation DAG on Ray, in three phases (the first two with Ray Data maps, publish as plain tasks).
 
 1. analyze (streaming, per partition): ingest -> decode + annotate (signatures, quality, safety scores)
    -> filters; every record, kept or dropped, is written to `_work/records/`.

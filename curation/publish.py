@@ -9,9 +9,9 @@ balanced hash partitions that are also in sort order. R = ceil(records / ray.ran
 2. place (a task per range): the range's rows (a row group of every scattered file), the dedup decisions
    of the range looked up by sample_id, then apply-dedup, CLIP (when on) and bucket planning, batch by
    batch. Kept rows go to a file per bucket, dropped ones to another, each sorted by sample_id in row
-   groups of at most PLACED_ROW_GROUP rows; the task returns its kept count per bucket.
+   groups of about PLACED_ROW_GROUP rows; the task returns its kept count per bucket.
 3. The driver sizes each bucket's shards from those counts. Shard s of a bucket with n shards holds the ids
-   of range s of n (`stages.shards.shard_index`), so the layout depends on the counts alone.
+   of range s of n, so the layout depends on the counts alone.
 4. shard (a task per shard, committed as before): the rows of its id range from its bucket's placed files
    of the ranges that overlap it (row-group statistics skip the rest), rendered into the tar.
 5. manifest: the driver, range by range in order, sorts the range's dropped rows with the rows the shard
@@ -48,11 +48,13 @@ from curation.units import (
     DONE, WORK_DIR, read_parquet, records_file, shard_unit, write_shard_unit,
 )  # fmt: skip
 from manifests.writer import ManifestWriter
+from stages.dedup.survivor import DECISION_SCHEMA
 from stages.dedup_apply import DECISION_RENAMES
 from stages.shards import TEXT_BUCKET, ShardInfo, shards_for_bucket
 
 PUBLISH_DIR = f"{WORK_DIR}/publish"
-# Rows per row group of a placed file: what a shard writer reads beyond its own id range, at most.
+# Rows per row group of a placed file (a flush writes its buffer: this plus at most one batch): about what
+# a shard writer reads beyond its own id range.
 PLACED_ROW_GROUP = 1024
 # Rows a place task buffers before writing them (a row group per file and flush).
 BUFFER_BYTES = 32 * 2**20
@@ -90,13 +92,16 @@ def publish(plan: Plan, partitions: list[tuple[int, int]]) -> list[ShardInfo]:
                 pieces[r].append((plan.unit("scatter", g) + ".parquet", row_group))
     else:
         pieces[0] = [(records_file(p), None) for p, _ in partitions]
+    placed = _run_places(plan, boxed, pieces)
     counts: Counter[str] = Counter()
-    for c in _run_places(plan, boxed, pieces):
+    for c in placed:
         counts.update(c)
     n_shards = {b: shards_for_bucket(n, _bytes_per_sample(b), plan.cfg.shards.max_samples, plan.cfg.shards.max_bytes)
                 for b, n in sorted(counts.items())}  # fmt: skip
-    units = [(b, s, n) for b, n in n_shards.items() for s in range(n)]
-    infos = ray.get([_shard.remote(boxed, b, s, n) for b, s, n in units])
+    # A shard reads the bucket files its ranges committed: never a leftover of a killed attempt.
+    infos = ray.get([_shard.remote(boxed, b, s, n, [placed_file(plan.unit("place", r), b)
+                                                 for r in rec.overlapping_ranges(s, n, plan.ranges) if b in placed[r]])
+                     for b, n in n_shards.items() for s in range(n)])  # fmt: skip
     _write_manifest(plan, n_shards)
     return sorted((ShardInfo(**i) for i in infos if i is not None), key=lambda i: i.shard)
 
@@ -108,7 +113,9 @@ def _run_places(plan: Plan, boxed: ray.ObjectRef, pieces: list[list[tuple[str, i
     if not model:
         return ray.get([_place.remote(boxed, r, pieces[r]) for r in range(plan.ranges)])
     gpus = max(m.num_gpus for m in model) if cluster_gpus() > 0 else 0.0
-    place = _place.options(num_cpus=max(m.num_cpus for m in model), num_gpus=gpus)
+    # On GPUs a worker ends with its task (max_calls=1, Ray's default for GPU tasks, which options() would
+    # not apply): its model copy and GPU memory go with it, and the next task sees the GPU Ray gives it.
+    place = _place.options(num_cpus=max(m.num_cpus for m in model), num_gpus=gpus, max_calls=1 if gpus else 0)
     results: dict[ray.ObjectRef, int] = {}
     running: list[ray.ObjectRef] = []
     for r in range(plan.ranges):
@@ -154,8 +161,8 @@ def _scatter(plan: Plan, group: int, files: list[str]) -> list[tuple[int, int]]:
     def write(f) -> None:
         with pq.ParquetWriter(f, table.schema, compression="zstd") as w:
             for r in range(plan.ranges):
-                if starts[r + 1] > starts[r]:
-                    w.write_table(table.slice(starts[r], starts[r + 1] - starts[r]))
+                if (n := starts[r + 1] - starts[r]) > 0:
+                    w.write_table(table.slice(starts[r], n), row_group_size=n)  # one row group per range
                     row_groups.append((r, len(row_groups)))
 
     write_atomically(posixpath.join(plan.out, unit + ".parquet"), write)
@@ -298,7 +305,8 @@ def _stages(plan: Plan) -> list[Stage]:
 
 def _decisions_in_range(plan: Plan, r: int) -> pa.Table:
     """The dedup decisions of range r (the decision files are sorted by sample_id: statistics prune them)."""
-    return _read_where(plan.out, plan.decision_files, _in_id_range(*rec.id_range_bounds(r, plan.ranges)))
+    return _read_where(plan.out, plan.decision_files, _in_id_range(*rec.id_range_bounds(r, plan.ranges)),
+                       DECISION_SCHEMA)
 
 
 def _with_decisions(table: pa.Table, decisions: pa.Table) -> pa.Table:
@@ -318,13 +326,11 @@ def _with_decisions(table: pa.Table, decisions: pa.Table) -> pa.Table:
 
 # -- 4. shards ------------------------------------------------------------------------------------------------
 @ray.remote(max_retries=-1)
-def _shard(plan: Plan, bucket: str, index: int, n_shards: int) -> dict[str, Any] | None:
-    """Shard `index` of `bucket`: the kept rows of its id range, rendered into its tar (a committed unit)."""
+def _shard(plan: Plan, bucket: str, index: int, n_shards: int, files: list[str]) -> dict[str, Any] | None:
+    """Shard `index` of `n_shards` of `bucket`: the rows of id range `index` of `n_shards` in the placed
+    `files`, rendered into its tar (a committed unit)."""
     lo, hi = rec.id_range_bounds(index, n_shards)
-    fs, _ = fsspec.core.url_to_fs(plan.out)
-    files = [f for r in rec.overlapping_ranges(index, n_shards, plan.ranges)
-             if fs.exists(posixpath.join(plan.out, f := placed_file(plan.unit("place", r), bucket)))]  # fmt: skip
-    rows = lambda: _read_where(plan.out, files, _in_id_range(lo, hi))  # noqa: E731
+    rows = lambda: _read_where(plan.out, files, _in_id_range(lo, hi), plan.schema)  # noqa: E731
     info = write_shard_unit(rows, bucket, index, plan.out, plan.schema, plan.score_columns, plan.cfg)
     return None if info is None else vars(info)
 
@@ -343,7 +349,7 @@ def _write_manifest(plan: Plan, n_shards: dict[str, int]) -> list[str]:
                       for s in rec.overlapping_ranges(r, plan.ranges, n)]  # fmt: skip
         parts = [read_parquet(plan.out, placed_file(plan.unit("place", r), "dropped"))]
         if shard_rows:
-            parts.append(_read_where(plan.out, shard_rows, _in_id_range(lo, hi)))
+            parts.append(_read_where(plan.out, shard_rows, _in_id_range(lo, hi), schema))
         rows = pa.concat_tables([p.select(schema.names).cast(schema) for p in parts]).sort_by("sample_id")
         writer.add(rows)
     return writer.close()
@@ -359,11 +365,14 @@ def _in_id_range(lo: str | None, hi: str | None) -> pc.Expression:
     return expr
 
 
-def _read_where(out: str, files: list[str], where: pc.Expression) -> pa.Table:
-    """Rows of `files` (relative to `out`) that match `where`; row groups whose statistics rule it out are skipped."""
+def _read_where(out: str, files: list[str], where: pc.Expression, schema: pa.Schema) -> pa.Table:
+    """The `schema` columns of the rows of `files` (relative to `out`) that match `where`; row groups whose
+    statistics rule it out are skipped."""
+    if not files:
+        return schema.empty_table()
     fs, root = fsspec.core.url_to_fs(out)
     dataset = pads.dataset([posixpath.join(root, f) for f in files], format="parquet", filesystem=fs)
-    return dataset.to_table(filter=where)
+    return dataset.to_table(columns=schema.names, filter=where).cast(schema)
 
 
 def _bytes_per_sample(bucket: str) -> float:

@@ -31,7 +31,8 @@ class Drop(Exception):
 class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    # Model-backed stages run as an actor pool so the model loads once per worker.
+    # Model-backed: the model loads once per worker process (an actor pool in Ray Data maps; publish keeps
+    # set-up stages per worker, one model copy per concurrent task) and gets a GPU share when there is one.
     actor: bool = False
 
 

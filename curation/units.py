@@ -4,7 +4,7 @@
 - shard: one (bucket, shard) group -> its tar and the rows the manifest gets for it;
 - publish's scatter and place units (`curation.publish`).
 
-Both run inside one worker call, so a unit is never split across tasks and a retried task (a worker that
+Each runs inside one worker call, so a unit is never split across tasks and a retried task (a worker that
 died) redoes the whole unit under a fresh temporary name.
 """
 

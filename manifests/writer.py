@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Any, Iterable
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -87,10 +87,3 @@ class ManifestWriter:
         self.fs.mv(tmp, posixpath.join(self.out_root, name))
         self.parts.append(name)
         self.part, self.part_rows = None, 0
-
-
-def write_manifest(out_root: str, schema: pa.Schema, batches: Iterable[pa.Table]) -> list[str]:
-    writer = ManifestWriter(out_root, schema)
-    for b in batches:
-        writer.add(b)
-    return writer.close()

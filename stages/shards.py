@@ -12,7 +12,7 @@ import json
 import math
 import posixpath
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import fsspec
@@ -44,12 +44,6 @@ def shard_name(bucket: str, index: int) -> str:
 def shards_for_bucket(count: int, bytes_per_sample: float, max_samples: int, max_bytes: int) -> int:
     """How many shards a bucket needs to meet both the sample and the byte target."""
     return max(1, math.ceil(count / max_samples), math.ceil(count * bytes_per_sample / max_bytes))
-
-
-def shard_index(sample_id: str, n_shards: int) -> int:
-    """A sample's shard from its id alone, so the layout does not depend on workers or arrival order: the
-    shard holds one of `n_shards` equal sample_id ranges, which lets its writer read just that range."""
-    return rec.id_range(sample_id, n_shards)
 
 
 def sample_json(row: Mapping[str, Any], score_columns: Iterable[str]) -> bytes:
@@ -114,7 +108,3 @@ def add_sample(tar: tarfile.TarFile, key: str, members: Mapping[str, bytes]) -> 
         info.mtime = FIXED_MTIME
         info.mode = 0o444
         tar.addfile(info, io.BytesIO(members[ext]))
-
-
-def shard_info_dicts(infos: Iterable[ShardInfo]) -> list[dict[str, Any]]:
-    return [asdict(i) for i in infos]

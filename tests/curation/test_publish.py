@@ -83,3 +83,20 @@ def test_placed_rows_are_the_records_with_their_decisions_in_order():
     assert out.column("dup_reason").to_pylist() == [None, "dup_exact", None]
     assert out.column("dup_of").to_pylist() == [None, "a1", None]
     assert out.column("dup_cluster").to_pylist() == [None, "k", None]
+
+
+def test_a_shard_whose_ranges_hold_none_of_its_bucket_reads_no_file(tmp_path: Path):
+    schema = rec.record_schema()
+    empty = publish._read_where(str(tmp_path), [], publish._in_id_range("4", "8"), schema)
+    assert empty.num_rows == 0 and empty.schema == schema
+
+
+def test_reading_a_range_keeps_its_ids_and_the_asked_columns(tmp_path: Path):
+    schema = rec.record_schema()
+    rows = _rows(300, ["256x256"])
+    pq.write_table(rec.to_table(rows, schema), tmp_path / "a.parquet", row_group_size=16)
+    lo, hi = rec.id_range_bounds(1, 3)
+    manifest = rec.manifest_schema(schema)
+    got = publish._read_where(str(tmp_path), ["a.parquet"], publish._in_id_range(lo, hi), manifest)
+    assert got.column("sample_id").to_pylist() == [r["sample_id"] for r in rows if rec.id_range(r["sample_id"], 3) == 1]
+    assert got.schema == manifest
