@@ -16,6 +16,8 @@ import uuid
 from typing import Any, Callable, Iterable
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 # Every temporary file name holds this mark, so a rerun can find and delete what a killed run left.
 TMP_MARK = ".tmp-"
@@ -48,6 +50,32 @@ def write_atomically(path: str, write: Callable[[Any], None], mode: str = "wb") 
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
+
+
+class ParquetStream:
+    """A Parquet file written a table at a time (each `write` one or more row groups) under a temporary
+    name, renamed to `path` by `close`; `abort` deletes it. For outputs too large to hold whole."""
+
+    def __init__(self, path: str, schema: pa.Schema):
+        self.path, self.schema = path, schema
+        self.fs, _ = fsspec.core.url_to_fs(path)
+        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        self.tmp = temporary_name(path)
+        self.stream = self.fs.open(self.tmp, "wb")
+        self.writer = pq.ParquetWriter(self.stream, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table.cast(self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+        self.stream.close()
+        self.fs.mv(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.stream.close()
+        self.fs.rm(self.tmp)
 
 
 def write_json_atomically(path: str, data: dict[str, Any]) -> None:

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import ray
 
 from curation import schema as rec
-from curation.commit import commit_unit, finished_unit, temporary_name, write_atomically
+from curation.commit import ParquetStream, commit_unit, finished_unit, write_atomically
 from curation.config import PipelineConfig
 from curation.ray_adapter import cluster_gpus
 from curation.stage import Stage
@@ -222,8 +222,7 @@ class _BucketWriters:
         self.out, self.unit = out, unit
         self.schemas = {"dropped": dropped_schema}
         self.schema = schema
-        self.fs, _ = fsspec.core.url_to_fs(out)
-        self.open: dict[str, tuple[str, Any, pq.ParquetWriter]] = {}  # name -> (tmp path, stream, writer)
+        self.open: dict[str, ParquetStream] = {}
         self.buffers: dict[str, list[pa.Table]] = {}
         self.buffered_rows: Counter[str] = Counter()
         self.buffered_bytes: Counter[str] = Counter()
@@ -254,31 +253,22 @@ class _BucketWriters:
         if rows.num_rows == 0 and name in self.open:
             return
         if name not in self.open:
-            final = posixpath.join(self.out, placed_file(self.unit, name))
-            tmp = temporary_name(final)
-            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-            stream = self.fs.open(tmp, "wb")
-            self.open[name] = (tmp, stream, pq.ParquetWriter(stream, schema, compression="zstd"))
-        self.open[name][2].write_table(rows.cast(schema))
+            self.open[name] = ParquetStream(posixpath.join(self.out, placed_file(self.unit, name)), schema)
+        self.open[name].write(rows)
 
     def close(self) -> tuple[list[str], dict[str, int]]:
         # Every unit has a dropped file, even an empty one: the manifest reads it.
         for name in sorted({*self.buffers, *({"dropped"} - set(self.open))}):
             self.flush(name)
-        files = []
-        for name, (tmp, stream, writer) in sorted(self.open.items()):
-            writer.close()
+        for stream in self.open.values():
             stream.close()
-            self.fs.mv(tmp, posixpath.join(self.out, placed_file(self.unit, name)))
-            files.append(placed_file(self.unit, name))
+        files = [placed_file(self.unit, name) for name in sorted(self.open)]
         self.open.clear()
         return files, dict(sorted(self.counts.items()))
 
     def abort(self) -> None:
-        for tmp, stream, writer in self.open.values():
-            writer.close()
-            stream.close()
-            self.fs.rm(tmp)
+        for stream in self.open.values():
+            stream.abort()
         self.open.clear()
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Any
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from curation.commit import temporary_name
+from curation.commit import ParquetStream
 
 MANIFEST_DIR = "manifest"
 ROWS_PER_PART = 100_000
@@ -34,7 +32,7 @@ class ManifestWriter:
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
         self.parts: list[str] = []
-        self.part: tuple[str, Any, pq.ParquetWriter] | None = None  # (temporary path, stream, writer)
+        self.part: ParquetStream | None = None
         self.part_rows = 0
         self.fs, _ = fsspec.core.url_to_fs(out_root)
         self.fs.makedirs(posixpath.join(out_root, MANIFEST_DIR), exist_ok=True)
@@ -64,7 +62,7 @@ class ManifestWriter:
         if self.part is None:
             self._open_part()
         assert self.part is not None
-        self.part[2].write_table(head)
+        self.part.write(head)
         self.part_rows += n
         self.pending = [rest] if rest.num_rows else []
         self.pending_rows = rest.num_rows
@@ -72,18 +70,11 @@ class ManifestWriter:
             self._close_part()
 
     def _open_part(self) -> None:
-        final = posixpath.join(self.out_root, part_name(len(self.parts)))
-        tmp = temporary_name(final)
-        stream = self.fs.open(tmp, "wb")
-        self.part = (tmp, stream, pq.ParquetWriter(stream, self.schema, compression="zstd"))
+        self.part = ParquetStream(posixpath.join(self.out_root, part_name(len(self.parts))), self.schema)
 
     def _close_part(self) -> None:
         if self.part is None:
             return
-        tmp, stream, writer = self.part
-        writer.close()
-        stream.close()
-        name = part_name(len(self.parts))
-        self.fs.mv(tmp, posixpath.join(self.out_root, name))
-        self.parts.append(name)
+        self.part.close()
+        self.parts.append(part_name(len(self.parts)))
         self.part, self.part_rows = None, 0

@@ -2,9 +2,13 @@
 
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from curation.commit import TMP_MARK, commit_unit, finished_unit, remove_temporaries, write_atomically
+from curation.commit import (
+    TMP_MARK, ParquetStream, commit_unit, finished_unit, remove_temporaries, write_atomically,
+)  # fmt: skip
 
 
 def test_a_committed_unit_is_finished_until_a_file_changes_or_goes(tmp_path):
@@ -48,3 +52,18 @@ def test_remove_temporaries_deletes_only_temporaries(tmp_path):
     removed = remove_temporaries(str(tmp_path))
     assert sorted(removed) == sorted(str(p) for p in leftovers)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in leftovers)
+
+
+def test_a_parquet_stream_appears_only_when_closed_and_leaves_nothing_when_aborted(tmp_path):
+    schema = pa.schema([("x", pa.int64())])
+    done = ParquetStream(str(tmp_path / "a" / "done.parquet"), schema)
+    for i in range(3):
+        done.write(pa.table({"x": [i, i]}))
+    assert not (tmp_path / "a" / "done.parquet").exists()
+    done.close()
+    f = pq.ParquetFile(tmp_path / "a" / "done.parquet")
+    assert f.read().column("x").to_pylist() == [0, 0, 1, 1, 2, 2] and f.metadata.num_row_groups == 3
+    dropped = ParquetStream(str(tmp_path / "a" / "dropped.parquet"), schema)
+    dropped.write(pa.table({"x": [1]}))
+    dropped.abort()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["done.parquet"]
