@@ -116,15 +116,14 @@ def _run_places(plan: Plan, boxed: ray.ObjectRef, pieces: list[list[tuple[str, i
     # On GPUs a worker ends with its task (max_calls=1, Ray's default for GPU tasks, which options() would
     # not apply): its model copy and GPU memory go with it, and the next task sees the GPU Ray gives it.
     place = _place.options(num_cpus=max(m.num_cpus for m in model), num_gpus=gpus, max_calls=1 if gpus else 0)
-    results: dict[ray.ObjectRef, int] = {}
+    refs: list[ray.ObjectRef] = []
     running: list[ray.ObjectRef] = []
     for r in range(plan.ranges):
         if len(running) >= plan.cfg.clip.actors:
             _, running = ray.wait(running, num_returns=1)
-        ref = place.remote(boxed, r, pieces[r])
-        results[ref] = r
-        running.append(ref)
-    return ray.get(sorted(results, key=results.__getitem__))
+        refs.append(place.remote(boxed, r, pieces[r]))
+        running.append(refs[-1])
+    return ray.get(refs)
 
 
 def record_ranges(total_rows: int, range_rows: int) -> int:
@@ -337,10 +336,9 @@ def _write_manifest(plan: Plan, n_shards: dict[str, int]) -> list[str]:
         lo, hi = rec.id_range_bounds(r, plan.ranges)
         shard_rows = [shard_unit(b, s) + ".parquet" for b, n in n_shards.items()
                       for s in rec.overlapping_ranges(r, plan.ranges, n)]  # fmt: skip
-        parts = [read_parquet(plan.out, placed_file(plan.unit("place", r), "dropped"))]
-        if shard_rows:
-            parts.append(_read_where(plan.out, shard_rows, _in_id_range(lo, hi), schema))
-        rows = pa.concat_tables([p.select(schema.names).cast(schema) for p in parts]).sort_by("sample_id")
+        dropped = read_parquet(plan.out, placed_file(plan.unit("place", r), "dropped")).cast(schema)
+        shards = _read_where(plan.out, shard_rows, _in_id_range(lo, hi), schema)
+        rows = pa.concat_tables([dropped, shards]).sort_by("sample_id")
         writer.add(rows)
     return writer.close()
 
