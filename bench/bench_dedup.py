@@ -246,7 +246,7 @@ def _spilled_summary() -> str:
 
 
 def _minhash_column(batch: pa.Table) -> pa.Table:
-    return batch.append_column("dedup.minhash", signatures_to_arrow(minhash_captions(batch["caption"].to_pylist(), CFG)))
+    return batch.append_column("dedup.minhash", signatures_to_arrow(minhash_captions(batch["caption"], CFG)))
 
 
 def ray_captions(box: list) -> tuple[np.ndarray, dict]:

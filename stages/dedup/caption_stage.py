@@ -24,8 +24,8 @@ class CaptionMinHashStage(Stage):
         self.output_columns = {MINHASH: signature_type(cfg)}
 
     def process(self, batch: pa.Table) -> pa.Table:
-        kept = pc.equal(batch["status"], rec.KEPT).to_numpy(zero_copy_only=False)
-        captions = [c if k else None for c, k in zip(batch["caption"].to_pylist(), kept)]
+        captions = batch["caption"]
+        captions = pc.if_else(pc.equal(batch["status"], rec.KEPT), captions, pa.scalar(None, captions.type))
         column = signatures_to_arrow(minhash_captions(captions, self.cfg))
         index = batch.schema.get_field_index(MINHASH)
         batch = batch.set_column(index, MINHASH, column) if index >= 0 else batch.append_column(MINHASH, column)

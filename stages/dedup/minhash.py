@@ -24,8 +24,9 @@ from datasketch.minhash import _fmix
 from stages.dedup.config import DedupConfig
 
 _NON_WORD = re.compile(r"[\W_]+")
-# Shingle hashes per numpy chunk: bounds the (shingles x num_perm) intermediate to ~16 MiB at 128 perms.
-_CHUNK_SHINGLES = 32_768
+# Shingles per numpy chunk: the (num_perm x shingles) intermediate, 4 MiB at 128 perms, stays in cache
+# (8,192 measured ~1.7x faster than 32,768 on this machine).
+_CHUNK_SHINGLES = 8_192
 
 
 def normalise_caption(caption: str) -> str:
@@ -59,50 +60,104 @@ def signature_dtype(scheme: str) -> type[np.unsignedinteger]:
     return np.uint32 if scheme == "affine32" else np.uint64
 
 
-def _hash_shingles(unique: list[str], scheme: str) -> np.ndarray:
-    """datasketch.hashfunc.sha1_hash32 / sha1_hash64 (little-endian prefix of SHA-1), one join for the batch."""
+def _hash_shingles(unique: pa.Array, scheme: str) -> np.ndarray:
+    """datasketch.hashfunc.sha1_hash32 / sha1_hash64 (little-endian prefix of SHA-1) of each distinct shingle."""
     width = 4 if scheme == "affine32" else 8
-    digest = b"".join(hashlib.sha1(s.encode("utf-8")).digest()[:width] for s in unique)
-    return np.frombuffer(digest, dtype=np.dtype(signature_dtype(scheme)).newbyteorder("<")).astype(
-        signature_dtype(scheme)
-    )
+    sha1 = hashlib.sha1
+    digests = b"".join([sha1(s).digest() for s in unique.cast(pa.large_binary()).to_pylist()])
+    prefix = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 20)[:, :width]
+    return np.ascontiguousarray(prefix).view(np.dtype(signature_dtype(scheme)).newbyteorder("<")).ravel()
 
 
-def minhash_captions(captions: Sequence[str | None], cfg: DedupConfig) -> np.ndarray:
+def _normalised_text(captions: pa.Array) -> pa.Array:
+    """normalise_caption of every caption, except that runs of spaces are not collapsed yet (splitting drops
+    the empty words). ASCII captions -- most alt-text -- go through a byte table; the others through Python."""
+    captions = captions.cast(pa.large_string()).fill_null("")
+    if captions.offset:
+        captions = pa.concat_arrays([captions])  # the byte table works on the whole data buffer
+    offsets, data = captions.buffers()[1:3]
+    table = np.frombuffer(_ASCII_TABLE, dtype=np.uint8)
+    mapped = table[np.frombuffer(data, dtype=np.uint8)] if data is not None else np.empty(0, np.uint8)
+    text = pa.LargeStringArray.from_buffers(len(captions), offsets, pa.py_buffer(mapped))
+    other = pc.invert(pc.string_is_ascii(captions))
+    if not pc.any(other).as_py():
+        return text
+    slow = [normalise_caption(c) for c in pc.filter(captions, other).to_pylist()]
+    return pc.replace_with_mask(text, other, pa.array(slow, pa.large_string()))
+
+
+def _ascii_table() -> bytes:
+    # Lower-case letters and digits stay (upper case is folded); every other ASCII byte is a separator.
+    keep = {c: c for c in range(256) if chr(c).isascii() and chr(c).isalnum()}
+    keep.update({c: c + 32 for c in range(ord("A"), ord("Z") + 1)})
+    return bytes(keep.get(c, ord(" ")) for c in range(256))
+
+
+_ASCII_TABLE = _ascii_table()
+
+
+def _word_shingles(captions: pa.Array, size: int) -> tuple[np.ndarray, pa.Array]:
+    """(row of each shingle, shingle) for word shingles, vectorised; a row may repeat a shingle."""
+    words = pc.split_pattern(_normalised_text(captions), " ")
+    counts = np.diff(words.offsets.to_numpy())
+    flat = words.flatten()
+    nonempty = pc.greater(pc.binary_length(flat), 0)
+    flat = flat.filter(nonempty)
+    word_rows = np.repeat(np.arange(len(captions)), counts)[nonempty.to_numpy(zero_copy_only=False)]
+    counts = np.bincount(word_rows, minlength=len(captions))
+    firsts = np.cumsum(counts) - counts
+    # A caption of at most `size` words is one shingle: its whole normalised text.
+    short = np.flatnonzero((counts > 0) & (counts <= size))
+    word_lists = pa.ListArray.from_arrays(pa.array(np.r_[firsts, len(flat)], pa.int32()), flat)
+    short_text = pc.binary_join(word_lists.take(short), pa.scalar(" ", flat.type))
+    long_rows = np.flatnonzero(counts > size)
+    grams = counts[long_rows] - size + 1
+    gram_rows = np.repeat(long_rows, grams)
+    starts = firsts[gram_rows] + (np.arange(len(gram_rows)) - np.repeat(np.cumsum(grams) - grams, grams))
+    joined = pc.binary_join_element_wise(*[flat.take(starts + k) for k in range(size)], pa.scalar(" ", flat.type))
+    rows = np.concatenate([short, gram_rows])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], pa.concat_arrays([short_text, joined.cast(short_text.type)]).take(order)
+
+
+def _char_shingles(captions: pa.Array, size: int) -> tuple[np.ndarray, pa.Array]:
+    per_row = [sorted(shingles(c, "char", size)) for c in captions.to_pylist()]
+    rows = np.repeat(np.arange(len(per_row)), [len(s) for s in per_row])
+    return rows, pa.array([s for row in per_row for s in row], pa.large_string())
+
+
+def minhash_captions(captions: Sequence[str | None] | pa.Array, cfg: DedupConfig) -> np.ndarray:
     """MinHash signatures, shape (len(captions), num_perm), dtype uint32 (affine32) or uint64 (affine64).
 
-    A caption without shingles gets datasketch's empty signature (every value at the maximum).
+    A caption without shingles (or null) gets datasketch's empty signature (every value at the maximum).
     """
+    captions = captions.combine_chunks() if isinstance(captions, pa.ChunkedArray) else captions
+    captions = captions if isinstance(captions, pa.Array) else pa.array(captions, pa.large_string())
     dtype = signature_dtype(cfg.minhash_scheme)
-    width_bits = 32 if dtype is np.uint32 else 64
     a, b = permutations(cfg.num_perm, cfg.minhash_seed, cfg.minhash_scheme)
     out = np.full((len(captions), cfg.num_perm), np.iinfo(dtype).max, dtype=dtype)
-
-    index: dict[str, int] = {}
-    per_caption: list[list[int]] = []
-    for caption in captions:
-        ids = [index.setdefault(s, len(index)) for s in shingles(caption, cfg.shingle, cfg.shingle_size)]
-        per_caption.append(ids)
-    if not index:
+    shingle_of = _word_shingles if cfg.shingle == "word" else _char_shingles
+    rows, values = shingle_of(captions, cfg.shingle_size)
+    if not len(rows):
         return out
-    mixed = _fmix(_hash_shingles(list(index), cfg.minhash_scheme), width_bits)
-
-    counts = np.fromiter((len(ids) for ids in per_caption), dtype=np.int64, count=len(per_caption))
-    flat = np.fromiter((i for ids in per_caption for i in ids), dtype=np.int64, count=int(counts.sum()))
-    ends = np.cumsum(counts)
-    row = 0
-    while row < len(captions):
-        # Rows [row, stop) whose shingles fit one chunk (at least one row, however long).
-        stop = max(row + 1, int(np.searchsorted(ends, ends[row] - counts[row] + _CHUNK_SHINGLES, side="right")))
-        lo, hi = int(ends[row] - counts[row]), int(ends[stop - 1])
-        rows = np.arange(row, stop)[counts[row:stop] > 0]
-        if len(rows):
-            # (num_perm, shingles): wraps mod 2^w as datasketch's does; the segmented minimum then runs
-            # along contiguous rows, ~3x faster than over columns.
-            values = a[:, None] * mixed[None, flat[lo:hi]] + b[:, None]
-            starts = (ends[rows] - counts[rows]) - lo
-            out[rows] = np.minimum.reduceat(values, starts, axis=1).T
-        row = stop
+    encoded = pc.dictionary_encode(values)
+    mixed = _fmix(_hash_shingles(encoded.dictionary, cfg.minhash_scheme), 32 if dtype is np.uint32 else 64)
+    flat = mixed[encoded.indices.to_numpy()]
+    firsts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    ends = np.r_[firsts[1:], len(rows)]
+    values_buffer = np.empty((cfg.num_perm, _CHUNK_SHINGLES), dtype=dtype)
+    i = 0
+    while i < len(firsts):
+        # Rows [i, j) whose shingles fit one chunk (at least one row, however long).
+        j = max(i + 1, int(np.searchsorted(ends, firsts[i] + _CHUNK_SHINGLES, side="right")))
+        lo, hi = int(firsts[i]), int(ends[j - 1])
+        # (num_perm, shingles): wraps mod 2^w as datasketch's does; the segmented minimum then runs along
+        # contiguous rows, ~3x faster than over columns.
+        chunk = values_buffer[:, : hi - lo] if hi - lo <= _CHUNK_SHINGLES else np.empty((cfg.num_perm, hi - lo), dtype)
+        np.multiply(a[:, None], flat[None, lo:hi], out=chunk)
+        np.add(chunk, b[:, None], out=chunk)
+        out[rows[firsts[i:j]]] = np.minimum.reduceat(chunk, firsts[i:j] - lo, axis=1).T
+        i = j
     return out
 
 

@@ -24,12 +24,12 @@ from stages.dedup.minhash import (
 )
 from stages.dedup.signatures import MINHASH
 
-ALTTEXT = Path("/work/shared/data/captions/alttext_10000.parquet")
+ALTTEXT = Path(__file__).parents[1] / "data" / "captions" / "alttext_300.parquet"  # 60 of them not ASCII
 
 
 @pytest.fixture(scope="module")
 def alttext() -> list[str]:
-    return pq.read_table(ALTTEXT, columns=["TEXT"])["TEXT"].to_pylist()[:300]
+    return pq.read_table(ALTTEXT, columns=["TEXT"])["TEXT"].to_pylist()
 
 
 def datasketch_minhash(caption: str, cfg: DedupConfig) -> MinHash:
@@ -62,6 +62,14 @@ def test_long_caption_spanning_chunks_equals_datasketch() -> None:
     signatures = minhash_captions(["short one", caption, "another"], cfg)
     np.testing.assert_array_equal(signatures[1], datasketch_minhash(caption, cfg).hashvalues)
     np.testing.assert_array_equal(signatures[2], datasketch_minhash("another", cfg).hashvalues)
+
+
+def test_arrow_input_sliced_and_chunked_gives_the_same_signatures(alttext: list[str]) -> None:
+    cfg = DedupConfig()
+    expected = minhash_captions(alttext, cfg)
+    chunked = pa.chunked_array([pa.array(alttext[:100]), pa.array(alttext[100:])])
+    np.testing.assert_array_equal(minhash_captions(chunked, cfg), expected)
+    np.testing.assert_array_equal(minhash_captions(pa.array(alttext).slice(230, 40), cfg), expected[230:270])
 
 
 def test_jaccard_estimate_is_datasketchs(alttext: list[str]) -> None:
