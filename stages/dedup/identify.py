@@ -67,16 +67,46 @@ def signature_columns(cfg: DedupConfig) -> list[str]:
 
 
 def row_key(sample_id: str) -> int:
-    """A compact int64 stand-in for sample_id in shuffles and on the driver (64-bit BLAKE2b). Two rows share
-    a key with probability n^2 / 2^65: 3e-8 for a million rows, 3e-2 for a billion; such a pair would be
-    treated as one node, so the other row could join that node's cluster."""
-    return int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "little", signed=True)
+    """A compact int64 stand-in for sample_id in shuffles and on the driver; see `row_keys`."""
+    return int(row_keys(pa.array([sample_id], pa.string()))[0])
 
 
 def row_keys(sample_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """`row_key` of every sample_id, as one int64 array (one joined buffer, no Python int per row)."""
-    digest = b"".join(hashlib.blake2b(s.encode(), digest_size=8).digest() for s in sample_ids.to_pylist())
-    return np.frombuffer(digest, dtype="<i8").astype(np.int64)
+    """An int64 key per sample_id. The pipeline's sample_ids are 20-hex-digit BLAKE2b digests
+    (curation.schema.make_sample_id): their first 16 digits are the key, parsed without a Python call per
+    row. Any other id is hashed (64-bit BLAKE2b). Two rows share a key with probability n^2 / 2^65: 3e-8
+    for a million rows, 3e-2 for a billion; such a pair would be treated as one node, so the other row
+    could join that node's cluster."""
+    ids = sample_ids.combine_chunks() if isinstance(sample_ids, pa.ChunkedArray) else sample_ids
+    ids = ids.cast(pa.large_string())
+    keys = np.zeros(len(ids), dtype=np.uint64)
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset : ids.offset + len(ids) + 1]
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if len(ids) and ids.buffers()[2] else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    if len(ids) and (lengths == _DIGEST_HEX).all():  # the usual case: one reshape, no gather
+        digest = np.arange(len(ids))
+        chars = data[offsets[0] : offsets[-1]].reshape(-1, _DIGEST_HEX)
+    else:
+        digest = np.flatnonzero(lengths == _DIGEST_HEX)
+        chars = data[offsets[digest, None] + np.arange(_DIGEST_HEX)]
+    nibbles = _HEX[chars]
+    valid = (nibbles < 16).all(axis=1)
+    digest, nibbles = digest[valid], nibbles[valid, :_KEY_HEX]
+    packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])  # 8 bytes, big-endian
+    keys[digest] = packed.view(">u8").ravel()
+    other = np.ones(len(ids), dtype=bool)
+    other[digest] = False
+    other_rows = np.flatnonzero(other)
+    if len(other_rows):
+        names = ids.take(pa.array(other_rows)).to_pylist()
+        hashed = b"".join(hashlib.blake2b(s.encode(), digest_size=8).digest() for s in names)
+        keys[other_rows] = np.frombuffer(hashed, dtype="<u8")
+    return keys.view(np.int64)
+
+
+_DIGEST_HEX, _KEY_HEX = 20, 16
+_HEX = np.full(256, 255, dtype=np.uint8)  # lower-case hex digit -> its value, anything else -> 255
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
 def kept_rows(records: pa.Table) -> pa.Table:

@@ -185,3 +185,19 @@ def test_bucket_ranges_put_every_bucket_in_exactly_one_partition(partitions: int
     assert (np.argmax(hits, axis=0) == expected).all()
     sizes = hits[:, :20_000].sum(axis=1)
     assert sizes.min() > 0.8 * 20_000 / partitions or partitions > 100  # ranges hold about equal shares
+
+
+def test_row_keys_parse_pipeline_ids_and_hash_others_the_same_in_any_batch() -> None:
+    from curation.schema import make_sample_id
+    from stages.dedup.identify import row_keys
+
+    digests = [make_sample_id("web", str(i)) for i in range(50)]
+    others = ["c1", "ABCDEF0123456789abcd", "0123456789abcdef012z", "", "é" * 10]  # not 20 lower-case hex digits
+    ids = pa.array(others + digests)
+    keys = row_keys(ids)
+    np.testing.assert_array_equal(keys[len(others):].view(np.uint64), [int(d[:16], 16) for d in digests])
+    assert len(set(keys.tolist())) == len(ids)
+    # A key depends on its id alone: sliced, chunked or alone, every batch gives the same one.
+    np.testing.assert_array_equal(row_keys(pa.array(digests)), keys[len(others):])
+    np.testing.assert_array_equal(row_keys(pa.chunked_array([ids.slice(0, 3), ids.slice(3, 9)])), keys[:12])
+    assert [row_key(s) for s in others] == keys[: len(others)].tolist()
