@@ -221,20 +221,21 @@ def _ray_labels(decisions: pa.Table, n: int, salt: int) -> np.ndarray:
 
 def _ray_identify(box: list[pa.Table], cfg: DedupConfig, signature_pass: Callable | None) -> tuple[pa.Table, dict]:
     """Like the pipeline: records sit in Parquet files (written here, before Ray starts, as datatrove's
-    method writes its JSONL input), a Ray Data pass adds the signatures and writes the records back (for
-    captions), and the identify job reads them. Ray starts as the pipeline starts it
+    method writes its JSONL input), a pass of Ray tasks adds the signatures and writes the records back
+    (for captions), and the identify job reads the records files in its tasks, as the pipeline passes them. Ray starts as the pipeline starts it
     (curation.ray_adapter.ray_session), with 2 CPUs and the object store capped at OBJECT_STORE_BYTES."""
     import shutil
 
     import ray
 
     from curation.config import RayConfig
-    from curation.dedup_job import identify
+    from curation.dedup_job import file_pieces, identify, piece_rows
     from curation.ray_adapter import ray_session
 
     inputs, path = Path("/tmp/bench_dedup/inputs"), Path("/tmp/bench_dedup/records")
     for folder in (inputs, path):
         shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
     table = box.pop()
     written = inputs if signature_pass is not None else path
     written.mkdir(parents=True)
@@ -243,6 +244,7 @@ def _ray_identify(box: list[pa.Table], cfg: DedupConfig, signature_pass: Callabl
         pq.write_table(table.slice(start, INPUT_FILE_ROWS), written / f"{i:05d}.parquet")
     del table
     pa.default_memory_pool().release_unused()
+    inputs_written = time.perf_counter()
     with ray_session(RayConfig(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, progress="off")):
         MEMORY.take()
         t0 = time.perf_counter()
@@ -250,11 +252,13 @@ def _ray_identify(box: list[pa.Table], cfg: DedupConfig, signature_pass: Callabl
             unit = ray.remote(_signature_unit)
             ray.get([unit.remote(f, path, signature_pass) for f in sorted(inputs.iterdir())])
         t1, signatures_peak = time.perf_counter(), MEMORY.take()
-        result = identify(ray.data.read_parquet(str(path)), cfg)
+        files = [(str(f), pq.ParquetFile(f).metadata.num_rows) for f in sorted(path.glob("*.parquet"))]
+        result = identify(file_pieces(files, piece_rows(sum(n for _, n in files), cfg)), cfg)
         decisions = pa.concat_tables(list(result.decisions.iter_batches(batch_format="pyarrow", batch_size=None)))
         t2, identify_peak = time.perf_counter(), MEMORY.take()
         spilled = _spilled_summary()
-    stats = {"signatures_s": t1 - t0, "identify_s": t2 - t1, "signatures_peak_gib": signatures_peak,
+    stats = {"inputs_s": inputs_written - started, "ray_start_s": t0 - inputs_written,
+             "ray_stop_s": time.perf_counter() - t2, "signatures_s": t1 - t0, "identify_s": t2 - t1, "signatures_peak_gib": signatures_peak,
              "identify_peak_gib": identify_peak, "phases": result.stats.seconds,
              "signatures_breakdown": MEMORY.phase_breakdowns[-2], "identify_breakdown": MEMORY.phase_breakdowns[-1],
              "object_store_spilled": spilled, "partitions": result.stats.partitions,

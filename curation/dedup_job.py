@@ -1,8 +1,9 @@
 """The global dedup 'identify' job on Ray: records in, one decision row per clustered sample out.
 
 Data flow (M = rows, E = duplicate edges, E << M):
-1. Band pass: one streamed Ray Data map over the records turns every kept row's signatures into a few
-   band rows (stages.dedup.identify.BAND_SCHEMA: bucket id, signature, row key, space, band; 26 bytes
+Records come as pieces (`Piece`): groups of records files, read inside the tasks, or blocks of a Ray
+dataset.
+1. Band pass: one Ray task per piece turns every kept row's signatures into a few band rows (stages.dedup.identify.BAND_SCHEMA: bucket id, signature, row key, space, band; 26 bytes
    each). They are the only per-row output, and the only large one, in the object store.
 2. Band exchange, a hash-partitioned group-by on the bucket id: P Ray tasks, task p reads from every
    band block (zero-copy, from the object store) the rows whose bucket id lies in its range (bucket ids
@@ -10,7 +11,7 @@ Data flow (M = rows, E = duplicate edges, E << M):
    sort-based, capped search (stages.dedup.candidates). pHash pairs are verified there.
 3. The edges (not the rows), distinct per partition, come to the driver for connected components:
    ~60 bytes per edge.
-4. Member pass: a Ray Data map over the records keeps only rows that are cluster members (the driver's
+4. Member pass: one Ray task per piece keeps only rows that are cluster members (the driver's
    sorted nodes and labels are broadcast: per-edge size), as attribute rows with their cluster and a
    cluster partition. Q Ray tasks, one per cluster partition, verify the MinHash candidates on the
    members' full signatures (clusters re-split accordingly) and apply the survivor rule; each returns its
@@ -21,15 +22,17 @@ Data flow (M = rows, E = duplicate edges, E << M):
    samples) each take their range of every decision table, merge the two verdicts of a row and sort; the
    output dataset is their blocks in range order, so it is sorted by sample_id.
 
-No process holds all signatures: a map batch, a band partition (`rows_per_partition` band rows), the
+No process holds all signatures: a piece, a band partition (`rows_per_partition` band rows), the
 members of the clusters of one partition, and per-edge structures (driver and broadcasts) only.
 Why Ray tasks for the exchanges rather than Ray Data group-bys: a Ray Data group-by (Ray 2.60) is a
 sorting hash shuffle (repartition(keys, sort=True), then map_groups) that copies every row into shuffle
 shards, runs its map side in a dedicated pool of extra worker processes (a runtime env of its own,
 ~110-200 MB each) and costs seconds of planning per execution; the exchanges here read each band row in
-place (zero-copy from the object store), in the worker processes the maps already use. The record maps
-take whole blocks (batch_size=None) so that Ray Data fuses them into its read tasks: records never pass
-through the object store.
+place (zero-copy from the object store), in the worker processes the record passes already use. The
+record passes are plain tasks too: Ray Data's streaming executor ran about one of their tasks at a time
+on 2 CPUs (its resource reservation), and below its floor of 200 read blocks split every file after
+reading, which stopped the map from fusing into the read. Records files never pass through the object
+store.
 Output is sorted by sample_id and identical for any number of blocks, workers or partitions: every step
 works on sets (edges, clusters) and breaks ties by sample_id.
 """
@@ -43,9 +46,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 import ray.data
 
@@ -58,8 +63,9 @@ from stages.dedup.identify import (
     bucket_bounds,
     cluster_members,
     edges_in_partition,
-    in_bucket_range,
+    bucket_range,
     signature_columns,
+    sorted_by_bucket,
     verify_minhash_clusters,
 )
 from stages.dedup.survivor import (
@@ -74,10 +80,8 @@ from stages.dedup.survivor import (
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[pa.Table, DedupConfig], pa.Table]
-# Rows per slice in the record passes: bounds a map task's working set (a slice's signatures and band
-# keys) whatever block size the reader produces. The maps themselves take whole blocks (batch_size=None):
-# a batch size makes Ray Data stop fusing the map into the read task, and every record block then takes
-# a round trip through the object store.
+# Rows per slice in the record passes: bounds a task's working set (a slice's signatures and band keys)
+# whatever the size of its piece.
 MAP_SLICE_ROWS = 32_768
 # Sample_ids each decision table contributes per rows_per_partition rows, for the range boundaries.
 _SAMPLES_PER_PARTITION = 64
@@ -113,12 +117,42 @@ class DedupResult:
     stats: DedupStats
 
 
-def identify_duplicates(records: ray.data.Dataset, cfg: DedupConfig) -> ray.data.Dataset:
+# A piece of the records, what one task of a record pass reads: Parquet files (full fsspec URLs), or an
+# Arrow block already in Ray's object store.
+Piece = list[str] | ray.ObjectRef
+
+
+def file_pieces(files: list[tuple[str, int]], rows_per_piece: int) -> list[Piece]:
+    """Consecutive records files (URL, rows), about `rows_per_piece` rows per piece."""
+    pieces: list[list[str]] = [[]]
+    rows = 0
+    for url, n in files:
+        if pieces[-1] and rows + n > rows_per_piece:
+            pieces.append([])
+            rows = 0
+        pieces[-1].append(url)
+        rows += n
+    return [p for p in pieces if p]
+
+
+def piece_rows(total_rows: int, cfg: DedupConfig) -> int:
+    """Rows per piece: at most rows_per_partition, and at least 4 pieces per CPU when there are enough
+    rows, so the record passes keep every CPU busy to the end."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(cfg.rows_per_partition, math.ceil(total_rows / (4 * cpus))))
+
+
+def dataset_pieces(records: ray.data.Dataset) -> list[Piece]:
+    """A Ray dataset's blocks as pieces (it is executed and its blocks stay in the object store)."""
+    return list(records.to_arrow_refs())
+
+
+def identify_duplicates(records: list[Piece], cfg: DedupConfig) -> ray.data.Dataset:
     """The decisions (DECISION_SCHEMA, sorted by sample_id) for the apply step to left-join on sample_id."""
     return identify(records, cfg).decisions
 
 
-def identify(records: ray.data.Dataset, cfg: DedupConfig) -> DedupResult:
+def identify(records: list[Piece], cfg: DedupConfig) -> DedupResult:
     """Cluster the kept records by every enabled signature and decide who survives; see the module doc."""
     stats = DedupStats()
     phases = _Phases(stats)
@@ -150,24 +184,27 @@ def _partitions(rows: int, cfg: DedupConfig) -> int:
     return max(1, math.ceil(rows / cfg.rows_per_partition))
 
 
-def _record_columns(records: ray.data.Dataset, cfg: DedupConfig, wanted: list[str]) -> ray.data.Dataset:
-    return records.select_columns(wanted + signature_columns(cfg))
+def _read_piece(piece: pa.Table | list[str], columns: list[str]) -> pa.Table:
+    """The piece's records, only `columns` (a piece passed as an ObjectRef arrives as its table)."""
+    if isinstance(piece, pa.Table):
+        return piece.select(columns)
+    tables = []
+    for url in piece:
+        fs, path = fsspec.core.url_to_fs(url)
+        with fs.open(path, "rb") as f:
+            tables.append(pq.read_table(f, columns=columns))
+    return pa.concat_tables(tables)
 
 
 # -- band exchange ------------------------------------------------------------------------------------------
-def _band_edges(records: ray.data.Dataset, cfg: DedupConfig, stats: DedupStats) -> EdgeList | None:
+def _band_edges(records: list[Piece], cfg: DedupConfig, stats: DedupStats) -> EdgeList | None:
     """Steps 1-3: band rows, then one task per bucket range; the distinct edges, or None without band rows."""
     wanted = ["sample_id", "status"] + (["width"] if cfg.text or cfg.captions else [])
-    bands = (
-        _record_columns(records, cfg, wanted)
-        .map_batches(_band_block, batch_format="pyarrow", batch_size=None, fn_kwargs={"cfg": cfg})
-        .materialize()
-    )
-    stats.band_rows = bands.count()
+    found = [_band_piece.remote(piece, wanted + signature_columns(cfg), cfg) for piece in records]
+    blocks = [block for block, _ in found]
+    stats.band_rows = sum(ray.get([rows for _, rows in found]))
     if stats.band_rows == 0:
         return None
-    blocks = bands.to_arrow_refs()
-    del bands
     stats.partitions = _partitions(stats.band_rows, cfg)
     bounds = bucket_bounds(stats.partitions)
     found = ray.get(
@@ -199,20 +236,22 @@ def _in_slices(records: pa.Table, fn: Callable[[pa.Table], pa.Table]) -> pa.Tabl
     return _released(pa.concat_tables(out).combine_chunks())
 
 
-def _band_block(records: pa.Table, cfg: DedupConfig) -> pa.Table:
-    return _in_slices(records, lambda piece: band_block(piece, cfg))
+@ray.remote(num_returns=2)
+def _band_piece(piece: pa.Table | list[str], columns: list[str], cfg: DedupConfig) -> tuple[pa.Table, int]:
+    bands = _in_slices(_read_piece(piece, columns), lambda part: band_block(part, cfg))
+    # Sorted once here, every exchange task takes its bucket range as a slice, without a scan.
+    return _released(sorted_by_bucket(bands)), bands.num_rows
 
 
 @ray.remote
 def _band_partition(lo: int, hi: int, cfg: DedupConfig, *blocks: pa.Table) -> dict:
-    """The edges among the band rows whose bucket id is in [lo, hi), from every band block."""
+    """The edges among the band rows whose bucket id is in [lo, hi), from every (bucket-sorted) band block."""
     pa.default_memory_pool().release_unused()  # what the worker's previous task (a read) left behind
     parts = []
     for block in blocks:
-        if block.num_rows:
-            mask = in_bucket_range(block["bucket"].to_numpy(), lo, hi)
-            if mask.any():
-                parts.append(block.filter(pa.array(mask)))
+        rows = bucket_range(block["bucket"].to_numpy(), lo, hi)
+        if rows.stop > rows.start:
+            parts.append(block.slice(rows.start, rows.stop - rows.start))
     empty = np.zeros(0, np.int64)
     if not parts:
         return {"a": empty, "b": empty, "space": empty.astype(np.int8), "pathological_buckets": 0, "largest_bucket": 0}
@@ -239,15 +278,20 @@ class _Resolved:
     meta: list[dict] = field(default_factory=list)
 
 
-def _members_block(
-    records: pa.Table, cfg: DedupConfig, nodes: ray.ObjectRef, labels: ray.ObjectRef, partitions: int
+@ray.remote
+def _members_piece(
+    piece: pa.Table | list[str],
+    columns: list[str],
+    cfg: DedupConfig,
+    nodes: np.ndarray,
+    labels: np.ndarray,
+    partitions: int,
 ) -> pa.Table:
-    nodes, labels = ray.get(nodes), ray.get(labels)
-    return _in_slices(records, lambda piece: cluster_members(piece, cfg, nodes, labels, partitions))
+    return _in_slices(_read_piece(piece, columns), lambda part: cluster_members(part, cfg, nodes, labels, partitions))
 
 
 def _resolve(
-    records: ray.data.Dataset, edges: EdgeList, unverified: EdgeList, resolver: Resolver, cfg: DedupConfig
+    records: list[Piece], edges: EdgeList, unverified: EdgeList, resolver: Resolver, cfg: DedupConfig
 ) -> _Resolved:
     """Connected components of the edges on the driver, then the resolver over each cluster's members,
     once the `unverified` (MinHash) edges among them are checked on the full signatures."""
@@ -257,18 +301,9 @@ def _resolve(
     # At least one partition per CPU: the survivor rule is the heaviest per-member step, and the output
     # does not depend on the number of partitions.
     partitions = max(_partitions(len(nodes), cfg), int(ray.cluster_resources().get("CPU", 1)))
-    members = (
-        _record_columns(records, cfg, RECORD_COLUMNS)
-        .map_batches(
-            _members_block,
-            batch_format="pyarrow",
-            batch_size=None,
-            fn_kwargs={"cfg": cfg, "nodes": ray.put(nodes), "labels": ray.put(labels), "partitions": partitions},
-        )
-        .materialize()
-    )
-    blocks = members.to_arrow_refs()
-    del members
+    columns = RECORD_COLUMNS + signature_columns(cfg)
+    nodes_ref, labels_ref = ray.put(nodes), ray.put(labels)
+    blocks = [_members_piece.remote(piece, columns, cfg, nodes_ref, labels_ref, partitions) for piece in records]
     left, right = ray.put(unverified.a), ray.put(unverified.b)
     step = max(1, cfg.rows_per_partition // _SAMPLES_PER_PARTITION)
     resolved = _Resolved()

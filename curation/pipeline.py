@@ -41,7 +41,8 @@ from filters.assemble import clip_head_filter
 from manifests.inspect import format_summary, inspect_run
 from manifests.progress import Progress, parquet_rows, resolve_mode
 from curation.publish import Plan, publish, record_ranges
-from curation.units import DONE, RECORDS_DIR, WORK_DIR, PartitionAnalysis, committed_stage_seconds, records_done
+from curation.units import (DONE, RECORDS_DIR, WORK_DIR, PartitionAnalysis, committed_stage_seconds, records_done,
+                            records_file)  # fmt: skip
 from stages.analyze import AnalyzeStage
 from stages.bucket_stage import BucketStage
 from stages.dedup_apply import ApplyDedupStage
@@ -154,9 +155,10 @@ class Pipeline:
                 with progress.stage("analyze", count_rows=lambda: parquet_rows(self.path(RECORDS_DIR))):
                     self.analyze(partitions)
                 with progress.stage("identify"):
-                    decision_files = self.identify()
+                    rows = self.committed_rows(partitions)
+                    decision_files = self.identify(rows)
                 with progress.stage("publish") as st:
-                    shards = self.publish(partitions, decision_files)
+                    shards = self.publish(rows, decision_files)
                     st.rows = sum(i.samples for i in shards)
         except BaseException as e:
             info.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000], stage_seconds=progress.stage_seconds)
@@ -189,12 +191,11 @@ class Pipeline:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         map_stage(ds, unit, batch_size=1).materialize()
 
-    def records(self) -> ray.data.Dataset:
-        # Every partition is committed by now; the extension filter leaves out completion records and the
-        # temporaries of attempts that died.
-        return ray.data.read_parquet(self.path(RECORDS_DIR), schema=self.schema, file_extensions=["parquet"])
+    def committed_rows(self, partitions: list[Partition]) -> list[tuple[int, int]]:
+        """(partition index, rows) of every committed records file (each one's checksum verified)."""
+        return [(p.index, finished_unit(self.out, records_done(p.index))["rows"]) for p in partitions]
 
-    def identify(self) -> list[str]:
+    def identify(self, rows: list[tuple[int, int]]) -> list[str]:
         """The global dedup job, committed as one unit: redone whole unless its decisions are intact.
         Returns the decision files (relative to the output folder), sorted by sample_id."""
         d = self.cfg.dedup
@@ -202,20 +203,21 @@ class Pipeline:
             return []
         if (done := finished_unit(self.out, DECISIONS_DONE)) is not None:
             return sorted(done["files"])
-        from curation.dedup_job import identify_duplicates
+        from curation.dedup_job import file_pieces, identify_duplicates, piece_rows
 
         fs, _ = fsspec.core.url_to_fs(self.out)
         if fs.exists(self.path(DECISIONS_DIR)):
             fs.rm(self.path(DECISIONS_DIR), recursive=True)
-        decisions = identify_duplicates(self.records(), self.cfg.dedup)
+        files = [(self.path(records_file(index)), n) for index, n in rows]
+        pieces = file_pieces(files, piece_rows(sum(n for _, n in files), d))
+        decisions = identify_duplicates(pieces, d)
         decisions.write_parquet(self.path(DECISIONS_DIR))
         files = sorted(posixpath.relpath(f, fs._strip_protocol(self.out))
                        for f in fs.glob(self.path(DECISIONS_DIR, "*.parquet")))  # fmt: skip
         commit_unit(self.out, DECISIONS_DONE, files)
         return files
 
-    def publish(self, partitions: list[Partition], decision_files: list[str]) -> list[ShardInfo]:
-        rows = [(p.index, finished_unit(self.out, records_done(p.index))["rows"]) for p in partitions]
+    def publish(self, rows: list[tuple[int, int]], decision_files: list[str]) -> list[ShardInfo]:
         plan = Plan(out=self.out, schema=self.schema, cfg=self.cfg,
                     ranges=record_ranges(sum(n for _, n in rows), self.cfg.ray.range_rows),
                     stages=[self.apply_dedup, *self.clip_stages, self.bucket], score_columns=self.score_columns,

@@ -45,8 +45,12 @@ class EdgeList:
         """Each (a, b, space) once, in a fixed order: bands and partitions report the same pair repeatedly."""
         if not len(a):
             return cls(a, b, space)
-        triples = np.unique(np.stack([a, b, space.astype(np.int64)], axis=1), axis=0)
-        return cls(triples[:, 0], triples[:, 1], triples[:, 2].astype(np.int8))
+        # Sorted by (a, b, space), as np.unique(axis=0) would give them, ~10x faster than it.
+        order = np.lexsort((space, b, a))
+        a, b, space = a[order], b[order], space[order]
+        first = np.ones(len(a), dtype=bool)
+        first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1]) | (space[1:] != space[:-1])
+        return cls(a[first], b[first], space[first])
 
     def within(self, spaces: list[int]) -> "EdgeList":
         keep = np.isin(self.space, spaces)

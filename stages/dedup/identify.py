@@ -320,12 +320,16 @@ def bucket_bounds(partitions: int) -> list[int]:
     return [-(-(p << 32) // partitions) << 32 for p in range(partitions + 1)]
 
 
-def in_bucket_range(bucket: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Mask of the uint64 bucket ids in [lo, hi) (hi may be 2**64)."""
-    mask = bucket >= np.uint64(lo)
-    if hi < 2**64:
-        mask &= bucket < np.uint64(hi)
-    return mask
+def sorted_by_bucket(bands: pa.Table) -> pa.Table:
+    """Band rows in bucket order, so that every bucket range is one slice of them (`bucket_range`)."""
+    return bands.take(pa.array(np.argsort(bands["bucket"].to_numpy())))
+
+
+def bucket_range(sorted_bucket: np.ndarray, lo: int, hi: int) -> slice:
+    """The rows of bucket-sorted uint64 ids in [lo, hi) (hi may be 2**64)."""
+    start = int(np.searchsorted(sorted_bucket, np.uint64(lo), side="left"))
+    stop = len(sorted_bucket) if hi >= 2**64 else int(np.searchsorted(sorted_bucket, np.uint64(hi), side="left"))
+    return slice(start, stop)
 
 
 def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The identify job on Ray Data, end to end: real photos copied across sources, alpha-only logos, text-only
+"""The identify job on Ray, end to end: real photos copied across sources, alpha-only logos, text-only
 near-duplicates and boilerplate alt-text, through the real analysis pass and signature stages."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageEnhance
 
 from curation import schema as rec
 from curation.config import DecodeConfig
-from curation.dedup_job import DedupResult, identify
+from curation.dedup_job import DedupResult, dataset_pieces, file_pieces, identify
 from stages.analyze import AnalyzeStage
 from stages.dedup.caption_stage import CaptionMinHashStage
 from stages.dedup.config import DedupConfig
@@ -97,7 +97,7 @@ def records() -> pa.Table:
 
 
 def run(ray_session, table: pa.Table, blocks: int, cfg: DedupConfig) -> DedupResult:
-    return identify(ray_session.data.from_arrow(table).repartition(blocks), cfg)
+    return identify(dataset_pieces(ray_session.data.from_arrow(table).repartition(blocks)), cfg)
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +185,22 @@ def test_same_output_whatever_the_blocks_and_partitions(ray_session, records: pa
     many = run(ray_session, records, 7, CFG.model_copy(update={"rows_per_partition": 40}))
     assert many.stats.partitions > 5
     pd.testing.assert_frame_equal(many.decisions.to_pandas(), expected)
+
+
+def test_records_files_read_in_the_tasks_give_the_same_output(
+    ray_session, records: pa.Table, result: DedupResult, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    files = []
+    for i, start in enumerate(range(0, records.num_rows, 5)):
+        pq.write_table(records.slice(start, 5), tmp_path / f"part-{i}.parquet")
+        files.append((str(tmp_path / f"part-{i}.parquet"), min(5, records.num_rows - start)))
+    pieces = file_pieces(files, rows_per_piece=12)
+    assert [url for piece in pieces for url in piece] == [url for url, _ in files]
+    assert len(pieces) > 1 and pieces[0] == [files[0][0], files[1][0]]  # 10 rows; a third file would make 15
+    out = identify(pieces, CFG)
+    pd.testing.assert_frame_equal(out.decisions.to_pandas(), result.decisions.to_pandas())
 
 
 def test_no_kept_rows_gives_an_empty_decision_table(ray_session, records: pa.Table) -> None:

@@ -172,18 +172,21 @@ def test_sort_order_is_lexsort_by_bucket_signature_key() -> None:
 
 @pytest.mark.parametrize("partitions", [1, 2, 3, 36, 1000])
 def test_bucket_ranges_put_every_bucket_in_exactly_one_partition(partitions: int) -> None:
-    from stages.dedup.identify import bucket_bounds, in_bucket_range
+    from stages.dedup.identify import bucket_bounds, bucket_range
 
     rng = np.random.default_rng(partitions)
     bounds = bucket_bounds(partitions)
     edges = [b for b in bounds if b < 2**64] + [b - 1 for b in bounds if 0 < b <= 2**64]
     bucket = np.concatenate([rng.integers(0, 2**63, size=20_000, dtype=np.int64).view(np.uint64) * np.uint64(2),
                              np.array(edges + [0, 2**64 - 1], dtype=np.uint64)])  # fmt: skip
-    hits = np.stack([in_bucket_range(bucket, bounds[p], bounds[p + 1]) for p in range(partitions)])
-    assert (hits.sum(axis=0) == 1).all()
-    expected = ((bucket >> np.uint64(32)) * np.uint64(partitions)) >> np.uint64(32)
-    assert (np.argmax(hits, axis=0) == expected).all()
-    sizes = hits[:, :20_000].sum(axis=1)
+    order = np.argsort(bucket)
+    ranges = [bucket_range(bucket[order], bounds[p], bounds[p + 1]) for p in range(partitions)]
+    assert ranges[0].start == 0 and ranges[-1].stop == len(bucket)
+    assert all(r.stop == s.start for r, s in zip(ranges, ranges[1:]))  # each row in exactly one range
+    partition = np.repeat(np.arange(partitions), [r.stop - r.start for r in ranges])
+    expected = ((bucket[order] >> np.uint64(32)) * np.uint64(partitions)) >> np.uint64(32)
+    assert (partition == expected).all()
+    sizes = np.bincount(partition[order.argsort()][:20_000], minlength=partitions)
     assert sizes.min() > 0.8 * 20_000 / partitions or partitions > 100  # ranges hold about equal shares
 
 
