@@ -24,7 +24,7 @@ from stages.dedup.banding import (
 from stages.dedup.candidates import search_buckets
 from stages.dedup.components import components
 from stages.dedup.config import DedupConfig
-from stages.dedup.minhash import is_empty_signature, jaccard_estimate, signatures_from_arrow
+from stages.dedup.minhash import is_empty_signature, jaccard_estimate, signature_view, signatures_from_arrow
 from stages.dedup.signatures import MINHASH, PHASH, PIXEL_HASH, hamming
 from stages.dedup.survivor import MEMBER_SCHEMA
 
@@ -196,15 +196,15 @@ def band_rows(attrs: pa.Table, cfg: DedupConfig) -> pa.Table:
         for band, values in enumerate(phash_bands(phash, cfg.phash_radius).T):
             pieces.append((Space.PHASH, band, rows, values, phash))
     if cfg.text or cfg.captions:
-        signatures = signatures_from_arrow(attrs["minhash"], cfg)
+        signatures, valid = signature_view(attrs["minhash"], cfg)
         text_only = attrs["text_only"].to_numpy(zero_copy_only=False)
-        has_text = ~is_empty_signature(signatures)
+        has_text = valid & ~is_empty_signature(signatures)
         bands, rows_per_band = lsh_params(cfg.threshold, cfg.num_perm)
         for enabled, space, selected in ((cfg.text, Space.TEXT, text_only), (cfg.captions, Space.CAPTION, ~text_only)):
             rows = np.flatnonzero(has_text & selected)
             if not enabled or not len(rows):
                 continue
-            selected_signatures = signatures[rows]
+            selected_signatures = signatures if len(rows) == len(signatures) else signatures[rows]
             keys_by_band = minhash_bands(selected_signatures, bands, rows_per_band)
             digest = signature_digest(selected_signatures, keys_by_band, rows_per_band)
             for band, values in enumerate(keys_by_band.T):

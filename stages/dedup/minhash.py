@@ -185,21 +185,43 @@ def signatures_from_arrow(column: pa.Array | pa.ChunkedArray, cfg: DedupConfig) 
     """The stored signatures back as a (rows, num_perm) array; null rows come back empty (all maximum).
 
     Accepts the fixed-size column or plain binary of the same width (what survives a shuffle)."""
-    dtype = signature_dtype(cfg.minhash_scheme)
+    signatures, valid = signature_view(column, cfg)
+    if valid.all():
+        return signatures
+    out = signatures.copy()
+    out[~valid] = np.iinfo(out.dtype).max
+    return out
+
+
+def signature_view(column: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures, valid): a (rows, num_perm) view of the column's values without a copy where the
+    layout allows, and which rows are not null. A null row's values are unspecified."""
+    dtype = np.dtype(signature_dtype(cfg.minhash_scheme)).newbyteorder("<")
     expected = signature_type(cfg)
     width = expected.byte_width
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        lengths = pc.binary_length(column)
-        if len(column) and pc.any(pc.not_equal(lengths, width)).as_py():
+        offset_type = np.int32 if pa.types.is_binary(column.type) else np.int64
+        offsets = np.frombuffer(column.buffers()[1], offset_type)[column.offset : column.offset + len(column) + 1]
+        lengths = np.diff(offsets)
+        if (lengths[valid] != width).any():
             raise ValueError(f"dedup.minhash values are not {width} bytes long: {_mismatch(cfg)}")
-        column = column.cast(expected)
+        if not len(column) or lengths[~valid].any():  # null slots with bytes: the fixed-size cast sorts it out
+            return signature_view(column.cast(expected), cfg)
+        data = np.frombuffer(column.buffers()[2], dtype)[offsets[0] // dtype.itemsize : offsets[-1] // dtype.itemsize]
+        packed = data.reshape(-1, cfg.num_perm).astype(dtype.newbyteorder("="), copy=False)
+        if valid.all():
+            return packed, valid
+        out = np.empty((len(column), cfg.num_perm), dtype=packed.dtype)
+        out[valid] = packed
+        return out, valid
     if column.type != expected:
         raise ValueError(f"dedup.minhash is {column.type}, expected {expected}: {_mismatch(cfg)}")
-    filled = column.fill_null(b"\xff" * width) if column.null_count else column
-    data = np.frombuffer(filled.buffers()[1], dtype=np.dtype(dtype).newbyteorder("<"))
-    start = filled.offset * cfg.num_perm
-    return data[start : start + len(filled) * cfg.num_perm].reshape(len(filled), cfg.num_perm).astype(dtype, copy=False)
+    data = np.frombuffer(column.buffers()[1], dtype)
+    start = column.offset * cfg.num_perm
+    signatures = data[start : start + len(column) * cfg.num_perm].reshape(len(column), cfg.num_perm)
+    return signatures.astype(dtype.newbyteorder("="), copy=False), valid
 
 
 def _mismatch(cfg: DedupConfig) -> str:

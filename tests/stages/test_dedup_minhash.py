@@ -101,6 +101,18 @@ def test_arrow_round_trip_keeps_values_and_nulls_empty_captions() -> None:
         signatures_from_arrow(column, DedupConfig(num_perm=32))
 
 
+@pytest.mark.parametrize("type_", [None, pa.binary(), pa.large_binary()], ids=["fixed", "binary", "large_binary"])
+def test_signatures_read_back_sliced_with_nulls_or_empty(type_: pa.DataType | None) -> None:
+    cfg = DedupConfig(num_perm=16)
+    signatures = minhash_captions(["a red car", "", "a blue car", None, "x y z"], cfg)
+    column = signatures_to_arrow(signatures)
+    column = column if type_ is None else column.cast(type_)
+    np.testing.assert_array_equal(signatures_from_arrow(column.slice(1, 3), cfg), signatures[1:4])
+    assert signatures_from_arrow(column.slice(0, 0), cfg).shape == (0, 16)
+    nulls = signatures_from_arrow(pa.nulls(2, column.type), cfg)
+    assert (nulls == np.iinfo(np.uint32).max).all() and nulls.shape == (2, 16)
+
+
 def test_caption_stage_writes_the_column_for_kept_rows_only() -> None:
     cfg = DedupConfig(num_perm=32)
     stage = CaptionMinHashStage(cfg)
