@@ -24,6 +24,7 @@ from stages.dedup.banding import (
 from stages.dedup.candidates import search_buckets
 from stages.dedup.components import components
 from stages.dedup.config import DedupConfig
+from stages.dedup.hexdigits import fixed_width_chars, hex_bytes
 from stages.dedup.minhash import is_empty_signature, jaccard_estimate, signature_view, signatures_from_arrow
 from stages.dedup.signatures import MINHASH, PHASH, PIXEL_HASH, hamming
 from stages.dedup.survivor import MEMBER_SCHEMA
@@ -78,22 +79,11 @@ def row_keys(sample_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     for a million rows, 3e-2 for a billion; such a pair would be treated as one node, so the other row
     could join that node's cluster."""
     ids = sample_ids.combine_chunks() if isinstance(sample_ids, pa.ChunkedArray) else sample_ids
-    ids = ids.cast(pa.large_string())
     keys = np.zeros(len(ids), dtype=np.uint64)
-    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset : ids.offset + len(ids) + 1]
-    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if len(ids) and ids.buffers()[2] else np.zeros(0, np.uint8)
-    lengths = np.diff(offsets)
-    if len(ids) and (lengths == _DIGEST_HEX).all():  # the usual case: one reshape, no gather
-        digest = np.arange(len(ids))
-        chars = data[offsets[0] : offsets[-1]].reshape(-1, _DIGEST_HEX)
-    else:
-        digest = np.flatnonzero(lengths == _DIGEST_HEX)
-        chars = data[offsets[digest, None] + np.arange(_DIGEST_HEX)]
-    nibbles = _HEX[chars]
-    valid = (nibbles < 16).all(axis=1)
-    digest, nibbles = digest[valid], nibbles[valid, :_KEY_HEX]
-    packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])  # 8 bytes, big-endian
-    keys[digest] = packed.view(">u8").ravel()
+    digest, chars = fixed_width_chars(ids, _DIGEST_HEX)
+    valid, values = hex_bytes(chars)
+    digest = digest[valid]
+    keys[digest] = np.ascontiguousarray(values[valid, :8]).view(">u8").ravel()  # the first 8 bytes, big-endian
     other = np.ones(len(ids), dtype=bool)
     other[digest] = False
     other_rows = np.flatnonzero(other)
@@ -104,9 +94,7 @@ def row_keys(sample_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return keys.view(np.int64)
 
 
-_DIGEST_HEX, _KEY_HEX = 20, 16
-_HEX = np.full(256, 255, dtype=np.uint8)  # lower-case hex digit -> its value, anything else -> 255
-_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_DIGEST_HEX = 20
 
 
 def kept_rows(records: pa.Table) -> pa.Table:
