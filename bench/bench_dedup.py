@@ -693,6 +693,13 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         "",
     ]
     for r in (r for r in rows if "phases" in r):
+        lines.append(
+            f"- {r['method']} {r['n']:,}, wall time: input files written {r['inputs_s']:.1f}, Ray start "
+            f"{r['ray_start_s']:.1f}, signature pass {r['signatures_s']:.1f}, identify {r['identify_s']:.1f}, Ray stop "
+            f"{r['ray_stop_s']:.1f}, the rest (imports, building the records, reading the labels) "
+            f"{r['wall_s'] - r['inputs_s'] - r['ray_start_s'] - r['signatures_s'] - r['identify_s'] - r['ray_stop_s']:.1f}"
+        )
+    for r in (r for r in rows if "phases" in r):
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items())
         b = r.get("identify_breakdown", {})
         where = ", ".join(f"{k} {b[k]:.2f}" for k in ("driver", "worker", "ray_system", "object_store", "pss_sum") if k in b)
@@ -700,6 +707,14 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
             f"- {r['method']} {r['n']:,}: {phases}; peak {r['signatures_peak_gib']:.2f} / {r['identify_peak_gib']:.2f} "
             f"({where}; workers: {', '.join(b.get('workers', []))}); spilling: {r.get('object_store_spilled', '?')}"
         )
+    lines += ["", "Against datatrove on the same captions, same run (its time over ours):", ""]
+    for baseline in (r for r in rows if r["method"] == "datatrove_captions"):
+        for r in (r for r in rows if r["method"] in ("ray_captions", "core_captions") and r["n"] == baseline["n"]):
+            lines.append(
+                f"- {r['method']} {r['n']:,}: wall {baseline['wall_s'] / r['wall_s']:.1f}x "
+                f"({baseline['wall_s']:.1f} / {r['wall_s']:.1f} s), CPU s of all processes "
+                f"{baseline['tree_cpu_s'] / r['tree_cpu_s']:.1f}x, recall {r['recall']:.4f} vs {baseline['recall']:.4f}"
+            )
     return "\n".join(lines) + "\n"
 
 

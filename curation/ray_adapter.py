@@ -43,15 +43,6 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
     ctx.enable_progress_bars = _progress_bars(cfg)
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
-    # Ray 2.60's second Parquet reader starts a file-listing actor and a pool of footer-reading actors for
-    # every read: seconds of start-up and ~200 MB per actor, more of them the more files there are. The
-    # first reader lists and samples footers from the driver, which is cheap for a run's own records files.
-    ctx.use_datasource_v2 = False
-    # A read's parallelism from the data's size and the CPUs (2 per CPU) only, not Ray's floor of 200
-    # blocks: below that floor every records file is split after reading, and a split read no longer fuses
-    # with the map after it, so each block takes a round trip through the object store and a task of its
-    # own. The dedup job's two record passes over 1M captions took 17 s with the floor, 8 s without.
-    ctx.read_op_min_num_blocks = 1
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         yield
