@@ -54,6 +54,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from curation.grouping import consecutive_groups
 from stages.dedup.banding import IMAGE_SPACES, MINHASH_SPACES, Space
 from stages.dedup.components import EdgeList, components
 from stages.dedup.config import DedupConfig
@@ -124,15 +125,7 @@ Piece = list[str] | ray.ObjectRef
 
 def file_pieces(files: list[tuple[str, int]], rows_per_piece: int) -> list[Piece]:
     """Consecutive records files (URL, rows), about `rows_per_piece` rows per piece."""
-    pieces: list[list[str]] = [[]]
-    rows = 0
-    for url, n in files:
-        if pieces[-1] and rows + n > rows_per_piece:
-            pieces.append([])
-            rows = 0
-        pieces[-1].append(url)
-        rows += n
-    return [p for p in pieces if p]
+    return list(consecutive_groups(files, rows_per_piece))
 
 
 def piece_rows(total_rows: int, cfg: DedupConfig) -> int:

@@ -42,6 +42,7 @@ import ray
 from curation import schema as rec
 from curation.commit import ParquetStream, commit_unit, finished_unit, write_atomically
 from curation.config import PipelineConfig
+from curation.grouping import consecutive_groups
 from curation.ray_adapter import cluster_gpus
 from curation.stage import Stage
 from curation.units import (
@@ -133,15 +134,7 @@ def record_ranges(total_rows: int, range_rows: int) -> int:
 def scatter_groups(partitions: list[tuple[int, int]], range_rows: int) -> list[list[str]]:
     """Consecutive records files, about `range_rows` rows per group: the ranges then read a row group from
     each of about R files, not from every records file (R x files reads)."""
-    groups: list[list[str]] = [[]]
-    rows = 0
-    for p, n in partitions:
-        if groups[-1] and rows + n > range_rows:
-            groups.append([])
-            rows = 0
-        groups[-1].append(records_file(p))
-        rows += n
-    return groups
+    return consecutive_groups(((records_file(p), n) for p, n in partitions), range_rows)
 
 
 # -- 1. scatter -----------------------------------------------------------------------------------------------
