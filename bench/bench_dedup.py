@@ -14,7 +14,8 @@ all its descendants -- Ray's raylet, GCS, agents and every worker and actor -- o
 memory (Pss_Anon + Pss_File), plus the allocated size of the shared-memory files they hold, i.e. Ray's
 object store as the kernel holds it, freed-but-still-allocated pages included; see PeakMemory):
 - core: this project's vectorised functions in one process, no Ray (the floor).
-- ray: the identify job (curation.dedup_job) on a local Ray with 2 CPUs, after a Ray Data signature pass.
+- ray: the identify job (curation.dedup_job) on a local Ray with 2 CPUs, after a signature pass of plain Ray
+  tasks, one per input Parquet file (see _ray_identify).
 - datasketch: MinHash with shared permutations + update_batch, MinHashLSH insert + query, in one process.
 - datatrove: MinhashDedupSignature -> Buckets -> Cluster -> Filter on LocalPipelineExecutor, 2 workers,
   with the same shingles (word bigrams, whitespace tokens after its own normalisation) and the same LSH
@@ -60,7 +61,7 @@ from stages.dedup.signatures import hamming  # noqa: E402
 
 ALTTEXT = Path("/work/shared/data/captions/alttext_10000.parquet")
 CFG = DedupConfig()
-# Ray's object store for the Ray runs: Ray Data's streaming executor sizes its buffers from it.
+# Ray's object store for the Ray runs (a fixed size, so that runs on other machines compare).
 OBJECT_STORE_BYTES = 1_000_000_000
 # Rows per input Parquet file of the Ray runs (32 files at a million, as many as records units would be).
 INPUT_FILE_ROWS = 31_250
