@@ -10,6 +10,7 @@ The permutation parameters come from datasketch itself, so a test can compare th
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from functools import lru_cache
@@ -29,6 +30,9 @@ _NON_WORD = re.compile(r"[\W_]+")
 # Shingles per numpy chunk: the (num_perm x shingles) intermediate, 4 MiB at 128 perms, stays in cache
 # (8,192 measured ~1.7x faster than 32,768 on this machine).
 _CHUNK_SHINGLES = 8_192
+# Distinct shingles below which a hashlib call each beats DuckDB's ~1 ms per query (measured on alt-text:
+# DuckDB wins from ~2,000 captions a batch; the pipeline hands this stage 64 at a time).
+_DUCKDB_MIN_SHINGLES = 4_096
 
 
 def normalise_caption(caption: str) -> str:
@@ -65,15 +69,19 @@ def signature_dtype(scheme: str) -> type[np.unsignedinteger]:
 def _hash_shingles(unique: pa.Array, scheme: str) -> np.ndarray:
     """datasketch.hashfunc.sha1_hash32 / sha1_hash64 (the little-endian prefix of each shingle's SHA-1).
 
-    DuckDB hashes the whole array in one C++ loop, ~2.7x faster than a hashlib call per shingle (SHA-1 was
-    ~40% of the MinHash pass)."""
+    Many shingles are hashed in DuckDB, in one C++ loop: ~2.7x faster than a hashlib call per shingle once
+    DuckDB's ~1 ms per query is paid (SHA-1 was ~40% of the MinHash pass)."""
     width = 4 if scheme == "affine32" else 8
+    dtype = np.dtype(signature_dtype(scheme)).newbyteorder("<")
+    if len(unique) < _DUCKDB_MIN_SHINGLES:
+        digests = b"".join([hashlib.sha1(s).digest()[:width] for s in unique.cast(pa.large_binary()).to_pylist()])
+        return np.frombuffer(digests, dtype=dtype).astype(signature_dtype(scheme))
     digests = _duckdb().from_arrow(pa.table({"s": unique})).project(f"substr(sha1(s), 1, {2 * width})")
     rows, chars = fixed_width_chars(digests.to_arrow_table().column(0), 2 * width)
     valid, values = hex_bytes(chars)
     if len(rows) != len(unique) or not valid.all():
         raise RuntimeError("DuckDB's sha1 returned something other than one hex digest per shingle")
-    return values.view(np.dtype(signature_dtype(scheme)).newbyteorder("<")).ravel().astype(signature_dtype(scheme))
+    return values.view(dtype).ravel().astype(signature_dtype(scheme))
 
 
 @lru_cache(maxsize=1)
@@ -86,12 +94,12 @@ def _normalised_text(captions: pa.Array) -> pa.Array:
     """normalise_caption of every caption, except that runs of spaces are not collapsed yet (splitting drops
     the empty words). ASCII captions -- most alt-text -- go through a byte table; the others through Python."""
     captions = captions.cast(pa.large_string()).fill_null("")
-    if captions.offset:
-        captions = pa.concat_arrays([captions])  # the byte table works on the whole data buffer
-    offsets, data = captions.buffers()[1:3]
-    table = np.frombuffer(_ASCII_TABLE, dtype=np.uint8)
-    mapped = table[np.frombuffer(data, dtype=np.uint8)] if data is not None else np.empty(0, np.uint8)
-    text = pa.LargeStringArray.from_buffers(len(captions), offsets, pa.py_buffer(mapped))
+    offsets = np.frombuffer(captions.buffers()[1], np.int64)[captions.offset : captions.offset + len(captions) + 1]
+    data = captions.buffers()[2]
+    # Only this array's bytes: a slice of a larger batch shares its parent's whole data buffer.
+    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.empty(0, np.uint8)
+    mapped = np.frombuffer(_ASCII_TABLE, dtype=np.uint8)[raw]
+    text = pa.LargeStringArray.from_buffers(len(captions), pa.py_buffer(offsets - offsets[0]), pa.py_buffer(mapped))
     other = pc.invert(pc.string_is_ascii(captions))
     if not pc.any(other).as_py():
         return text

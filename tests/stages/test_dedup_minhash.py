@@ -12,6 +12,7 @@ from datasketch import MinHash
 
 from curation import schema as rec
 from stages.dedup.caption_stage import CaptionMinHashStage
+from stages.dedup import minhash
 from stages.dedup.config import DedupConfig
 from stages.dedup.minhash import (
     jaccard_estimate,
@@ -48,7 +49,9 @@ def datasketch_minhash(caption: str, cfg: DedupConfig) -> MinHash:
     ],
     ids=["default", "affine64", "char5", "word1-256"],
 )
-def test_signatures_equal_datasketch(alttext: list[str], cfg: DedupConfig) -> None:
+@pytest.mark.parametrize("duckdb_from", [0, 10**9], ids=["duckdb-sha1", "hashlib-sha1"])
+def test_signatures_equal_datasketch(alttext: list[str], cfg: DedupConfig, duckdb_from: int, monkeypatch) -> None:
+    monkeypatch.setattr(minhash, "_DUCKDB_MIN_SHINGLES", duckdb_from)  # both ways of hashing a batch
     captions = alttext + ["", None, "!!!"]
     signatures = minhash_captions(captions, cfg)
     assert signatures.shape == (len(captions), cfg.num_perm)
