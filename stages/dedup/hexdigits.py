@@ -14,6 +14,8 @@ _VALUE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.ui
 def fixed_width_chars(strings: pa.Array | pa.ChunkedArray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, chars): the rows whose string is `width` bytes long, and their bytes, shape (rows, width)."""
     strings = strings.combine_chunks() if isinstance(strings, pa.ChunkedArray) else strings
+    if not len(strings):  # an empty array may have no buffers at all
+        return np.zeros(0, dtype=np.int64), np.zeros((0, width), dtype=np.uint8)
     strings = strings.cast(pa.large_string())
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[strings.offset : strings.offset + len(strings) + 1]
     data = strings.buffers()[2]

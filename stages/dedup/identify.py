@@ -77,7 +77,8 @@ def row_keys(sample_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     (curation.schema.make_sample_id): their first 16 digits are the key, parsed without a Python call per
     row. Any other id is hashed (64-bit BLAKE2b). Two rows share a key with probability n^2 / 2^65: 3e-8
     for a million rows, 3e-2 for a billion; such a pair would be treated as one node, so the other row
-    could join that node's cluster."""
+    could join that node's cluster. (That bound needs uniform digests: 20-hex-digit ids from elsewhere
+    that share their first 16 digits would always share a key.)"""
     ids = sample_ids.combine_chunks() if isinstance(sample_ids, pa.ChunkedArray) else sample_ids
     keys = np.zeros(len(ids), dtype=np.uint64)
     digest, chars = fixed_width_chars(ids, _DIGEST_HEX)

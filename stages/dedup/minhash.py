@@ -221,6 +221,8 @@ def signature_view(column: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> tupl
     expected = signature_type(cfg)
     width = expected.byte_width
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not len(column):  # an empty array may have no buffers at all
+        return np.zeros((0, cfg.num_perm), dtype=dtype.newbyteorder("=")), np.zeros(0, dtype=bool)
     valid = column.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         offset_type = np.int32 if pa.types.is_binary(column.type) else np.int64
@@ -228,9 +230,10 @@ def signature_view(column: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> tupl
         lengths = np.diff(offsets)
         if (lengths[valid] != width).any():
             raise ValueError(f"dedup.minhash values are not {width} bytes long: {_mismatch(cfg)}")
-        if not len(column) or lengths[~valid].any():  # null slots with bytes: the fixed-size cast sorts it out
+        if lengths[~valid].any():  # null slots with bytes: the fixed-size cast sorts it out
             return signature_view(column.cast(expected), cfg)
-        data = np.frombuffer(column.buffers()[2], dtype)[offsets[0] // dtype.itemsize : offsets[-1] // dtype.itemsize]
+        # Bytes first, then values: a slice's first value need not sit on a multiple of the value size.
+        data = np.frombuffer(column.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].view(dtype)
         packed = data.reshape(-1, cfg.num_perm).astype(dtype.newbyteorder("="), copy=False)
         if valid.all():
             return packed, valid

@@ -116,6 +116,23 @@ def test_signatures_read_back_sliced_with_nulls_or_empty(type_: pa.DataType | No
     assert (nulls == np.iinfo(np.uint32).max).all() and nulls.shape == (2, 16)
 
 
+def test_binary_signatures_sliced_off_a_value_boundary_or_beside_other_lengths() -> None:
+    cfg = DedupConfig(num_perm=8)
+    signature = np.arange(8, dtype=np.uint32)
+    # A null slot outside the slice holds 2 bytes, so the slice's value starts 2 bytes into the buffer.
+    data = b"xx" + signature.astype("<u4").tobytes() + b"yy"
+    validity = pa.array([False, True, False]).buffers()[1]
+    offsets = pa.py_buffer(np.array([0, 2, 34, 36], np.int32))
+    column = pa.Array.from_buffers(pa.binary(), 3, [validity, offsets, pa.py_buffer(data)], null_count=2)
+    np.testing.assert_array_equal(signatures_from_arrow(column.slice(1, 1), cfg)[0], signature)
+    # A row of another length outside the slice does not matter either.
+    beside = pa.array([signature.astype("<u4").tobytes(), b"abc"], pa.binary()).slice(0, 1)
+    np.testing.assert_array_equal(signatures_from_arrow(beside, cfg)[0], signature)
+    # An empty array may come without buffers.
+    empty = pa.Array.from_buffers(pa.large_binary(), 0, [None, None, pa.py_buffer(b"")])
+    assert signatures_from_arrow(empty, cfg).shape == (0, 8)
+
+
 def test_caption_stage_writes_the_column_for_kept_rows_only() -> None:
     cfg = DedupConfig(num_perm=32)
     stage = CaptionMinHashStage(cfg)

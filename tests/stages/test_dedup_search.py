@@ -204,3 +204,4 @@ def test_row_keys_parse_pipeline_ids_and_hash_others_the_same_in_any_batch() -> 
     np.testing.assert_array_equal(row_keys(pa.array(digests)), keys[len(others):])
     np.testing.assert_array_equal(row_keys(pa.chunked_array([ids.slice(0, 3), ids.slice(3, 9)])), keys[:12])
     assert [row_key(s) for s in others] == keys[: len(others)].tolist()
+    assert len(row_keys(pa.Array.from_buffers(pa.large_string(), 0, [None, None, pa.py_buffer(b"")]))) == 0
