@@ -3,10 +3,12 @@
 Data flow (M = rows, E = duplicate edges, E << M):
 Records come as pieces (`Piece`): groups of records files, read inside the tasks, or blocks of a Ray
 dataset.
-1. Band pass: one Ray task per piece turns every kept row's signatures into a few band rows (stages.dedup.identify.BAND_SCHEMA: bucket id, signature, row key, space, band; 26 bytes
-   each). They are the only per-row output, and the only large one, in the object store.
-2. Band exchange, a hash-partitioned group-by on the bucket id: P Ray tasks, task p reads from every
-   band block (zero-copy, from the object store) the rows whose bucket id lies in its range (bucket ids
+1. Band pass: one Ray task per piece turns every kept row's signatures into a few band rows
+   (stages.dedup.identify.BAND_SCHEMA: bucket id, signature, row key, space, band; 26 bytes each), sorted
+   by bucket id. They are the only per-row output, and the only large one, in the object store.
+2. Band exchange, a hash-partitioned group-by on the bucket id: P Ray tasks, task p takes from every
+   band block (zero-copy from the object store, one slice of the sorted block) the rows whose bucket id
+   lies in its range (bucket ids
    are uniformly mixed 64-bit values, so ranges are hash partitions) and finds its pairs with the
    sort-based, capped search (stages.dedup.candidates). pHash pairs are verified there.
 3. The edges (not the rows), distinct per partition, come to the driver for connected components:
