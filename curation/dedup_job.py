@@ -8,9 +8,9 @@ dataset.
    by bucket id. They are the only per-row output, and the only large one, in the object store.
 2. Band exchange, a hash-partitioned group-by on the bucket id: P Ray tasks, task p takes from every
    band block (zero-copy from the object store, one slice of the sorted block) the rows whose bucket id
-   lies in its range (bucket ids
-   are uniformly mixed 64-bit values, so ranges are hash partitions) and finds its pairs with the
-   sort-based, capped search (stages.dedup.candidates). pHash pairs are verified there.
+   lies in its range (bucket ids are uniformly mixed 64-bit values, so ranges are hash partitions) and
+   finds its pairs with the sort-based, capped search (stages.dedup.candidates). pHash pairs are verified
+   there.
 3. The edges (not the rows), distinct per partition, come to the driver for connected components:
    ~60 bytes per edge.
 4. Member pass: one Ray task per piece keeps only rows that are cluster members (the driver's
