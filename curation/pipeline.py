@@ -1,8 +1,9 @@
-"""The curation DAG on Ray, in three phases (the first two with Ray Data maps, publish as plain tasks).
+"""The curation DAG on Ray, in three phases (analyze with Ray Data maps, identify and publish as plain tasks).
 
 1. analyze (streaming, per partition): ingest -> decode + annotate (signatures, quality, safety scores)
    -> filters; every record, kept or dropped, is written to `_work/records/`.
-2. identify (global): the dedup job reads the records' signatures and writes who is a copy of whom.
+2. identify (global, `curation.dedup_job`): the dedup job reads the records files' signatures in plain Ray
+   tasks and writes who is a copy of whom.
 3. publish (`curation.publish`, plain Ray tasks over sample_id ranges): apply the dedup decisions, plan
    buckets, write one tar per (bucket, shard) group, then the manifest, sorted by sample_id, with one row
    per input sample.

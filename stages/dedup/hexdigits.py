@@ -21,7 +21,7 @@ def fixed_width_chars(strings: pa.Array | pa.ChunkedArray, width: int) -> tuple[
     data = strings.buffers()[2]
     data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
     lengths = np.diff(offsets)
-    if len(strings) and (lengths == width).all():  # the usual case: one reshape, no gather
+    if (lengths == width).all():  # the usual case: one reshape, no gather
         return np.arange(len(strings)), data[offsets[0] : offsets[-1]].reshape(-1, width)
     rows = np.flatnonzero(lengths == width)
     return rows, data[offsets[rows, None] + np.arange(width)]
