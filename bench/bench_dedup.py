@@ -223,8 +223,9 @@ def _ray_labels(decisions: pa.Table, n: int, salt: int) -> np.ndarray:
 def _ray_identify(box: list[pa.Table], cfg: DedupConfig, signature_pass: Callable | None) -> tuple[pa.Table, dict]:
     """Like the pipeline: records sit in Parquet files (written here, before Ray starts, as datatrove's
     method writes its JSONL input), a pass of Ray tasks adds the signatures and writes the records back
-    (for captions), and the identify job reads the records files in its tasks, as the pipeline passes them. Ray starts as the pipeline starts it
-    (curation.ray_adapter.ray_session), with 2 CPUs and the object store capped at OBJECT_STORE_BYTES."""
+    (for captions), and the identify job reads the records files in its tasks, as the pipeline passes
+    them. Ray starts as the pipeline starts it (curation.ray_adapter.ray_session), with 2 CPUs and the
+    object store capped at OBJECT_STORE_BYTES."""
     import shutil
 
     import ray
