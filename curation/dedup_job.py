@@ -46,6 +46,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Callable
 
 import fsspec
@@ -54,7 +55,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
-import ray.data
 
 from curation.grouping import consecutive_groups
 from stages.dedup.banding import IMAGE_SPACES, MINHASH_SPACES, Space
@@ -171,8 +171,16 @@ def identify(records: list[Piece], cfg: DedupConfig) -> DedupResult:
     return DedupResult(decisions, stats)
 
 
+def _datasets() -> ModuleType:
+    """ray.data, imported where a dataset is made (on the driver): the import costs a process ~0.3 s, and
+    the workers running this module's tasks never need it."""
+    import ray.data
+
+    return ray.data
+
+
 def _empty_decisions() -> ray.data.Dataset:
-    return ray.data.from_arrow(DECISION_SCHEMA.empty_table()).materialize()
+    return _datasets().from_arrow(DECISION_SCHEMA.empty_table()).materialize()
 
 
 def _partitions(rows: int, cfg: DedupConfig) -> int:
@@ -216,26 +224,28 @@ def _band_edges(records: list[Piece], cfg: DedupConfig, stats: DedupStats) -> Ed
 
 def _released(table: pa.Table) -> pa.Table:
     """`table`, after asking the Arrow memory pool to hand its free pages back to the OS. Ray's workers are
-    long-lived and Arrow's default pool (mimalloc) keeps a read's high-water mark: in a map fused into a
-    Ray Data read of 1M records this takes a worker from ~640 to ~370 MB (bench/results/dedup.md)."""
+    long-lived and Arrow's default pool (mimalloc) keeps a pass's high-water mark. Called where a worker's
+    kind of work changes (the first task of an exchange, the job's last tasks), not after every piece: the
+    next piece would fault the same pages back in (~0.05 s of a 0.25 s band piece)."""
     pa.default_memory_pool().release_unused()
     return table
 
 
 def _in_slices(records: pa.Table, fn: Callable[[pa.Table], pa.Table]) -> pa.Table:
-    """fn over MAP_SLICE_ROWS-row slices of a block (zero-copy), outputs concatenated into one chunk per
-    column (the exchange tasks then read each output column as one array, without a copy)."""
-    if records.num_rows <= MAP_SLICE_ROWS:
-        return _released(fn(records))
-    out = [fn(records.slice(start, MAP_SLICE_ROWS)) for start in range(0, records.num_rows, MAP_SLICE_ROWS)]
-    return _released(pa.concat_tables(out).combine_chunks())
+    """fn over slices of at most MAP_SLICE_ROWS rows of a block, each within one chunk (one records file),
+    so that no column is copied to join chunks; outputs concatenated into one chunk per column (the
+    exchange tasks then read each output column as one array, without a copy)."""
+    out = [fn(pa.Table.from_batches([batch])) for batch in records.to_batches(max_chunksize=MAP_SLICE_ROWS)]
+    if len(out) == 1:
+        return out[0]
+    return pa.concat_tables(out).combine_chunks() if out else fn(records)
 
 
 @ray.remote(num_returns=2)
 def _band_piece(piece: pa.Table | list[str], columns: list[str], cfg: DedupConfig) -> tuple[pa.Table, int]:
     bands = _in_slices(_read_piece(piece, columns), lambda part: band_block(part, cfg))
     # Sorted once here, every exchange task takes its bucket range as a slice, without a scan.
-    return _released(sorted_by_bucket(bands)), bands.num_rows
+    return sorted_by_bucket(bands), bands.num_rows
 
 
 @ray.remote
@@ -250,7 +260,7 @@ def _band_partition(lo: int, hi: int, cfg: DedupConfig, *blocks: pa.Table) -> di
     empty = np.zeros(0, np.int64)
     if not parts:
         return {"a": empty, "b": empty, "space": empty.astype(np.int8), "pathological_buckets": 0, "largest_bucket": 0}
-    found = _released(edges_in_partition(pa.concat_tables(parts), cfg))
+    found = edges_in_partition(pa.concat_tables(parts), cfg)
     partition_stats = found.filter(pc.is_null(found["a"]))
     found = found.filter(pc.is_valid(found["a"]))
     edges = EdgeList.distinct(*(found[name].to_numpy() for name in ("a", "b", "space")))
@@ -351,7 +361,7 @@ def _sorted_decisions(duplicates: _Resolved, captions: _Resolved, cfg: DedupConf
     counts: Counter = Counter()
     for c in ray.get([meta for _, meta in out]):
         counts.update(c)
-    return ray.data.from_arrow_refs([table for table, _ in out]), dict(counts)
+    return _datasets().from_arrow_refs([table for table, _ in out]), dict(counts)
 
 
 @ray.remote(num_returns=2)

@@ -7,13 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from stages.dedup.arrays import single_array
+
 _VALUE = np.full(256, 255, dtype=np.uint8)  # an ASCII byte -> its hex digit value; 255: not a digit
 _VALUE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
 def fixed_width_chars(strings: pa.Array | pa.ChunkedArray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, chars): the rows whose string is `width` bytes long, and their bytes, shape (rows, width)."""
-    strings = strings.combine_chunks() if isinstance(strings, pa.ChunkedArray) else strings
+    strings = single_array(strings)
     if not len(strings):  # an empty array may have no buffers at all
         return np.zeros(0, dtype=np.int64), np.zeros((0, width), dtype=np.uint8)
     strings = strings.cast(pa.large_string())

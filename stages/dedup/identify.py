@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import schema as rec
+from stages.dedup.arrays import single_array
 from stages.dedup.banding import (
     MINHASH_SPACES,
     Space,
@@ -79,7 +80,7 @@ def row_keys(sample_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     for a million rows, 3e-2 for a billion; such a pair would be treated as one node, so the other row
     could join that node's cluster. (That bound needs uniform digests: 20-hex-digit ids from elsewhere
     that share their first 16 digits would always share a key.)"""
-    ids = sample_ids.combine_chunks() if isinstance(sample_ids, pa.ChunkedArray) else sample_ids
+    ids = single_array(sample_ids)
     keys = np.zeros(len(ids), dtype=np.uint64)
     digest, chars = fixed_width_chars(ids, _DIGEST_HEX)
     valid, values = hex_bytes(chars)

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from datasketch import MinHash
 from datasketch.minhash import _fmix
 
+from stages.dedup.arrays import single_array
 from stages.dedup.config import DedupConfig
 from stages.dedup.hexdigits import fixed_width_chars, hex_bytes
 
@@ -152,8 +153,7 @@ def minhash_captions(captions: Sequence[str | None] | pa.Array, cfg: DedupConfig
 
     A caption without shingles (or null) gets datasketch's empty signature (every value at the maximum).
     """
-    captions = captions.combine_chunks() if isinstance(captions, pa.ChunkedArray) else captions
-    captions = captions if isinstance(captions, pa.Array) else pa.array(captions, pa.large_string())
+    captions = single_array(captions) if isinstance(captions, (pa.Array, pa.ChunkedArray)) else pa.array(captions, pa.large_string())
     dtype = signature_dtype(cfg.minhash_scheme)
     a, b = permutations(cfg.num_perm, cfg.minhash_seed, cfg.minhash_scheme)
     out = np.full((len(captions), cfg.num_perm), np.iinfo(dtype).max, dtype=dtype)
@@ -220,7 +220,7 @@ def signature_view(column: pa.Array | pa.ChunkedArray, cfg: DedupConfig) -> tupl
     dtype = np.dtype(signature_dtype(cfg.minhash_scheme)).newbyteorder("<")
     expected = signature_type(cfg)
     width = expected.byte_width
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    column = single_array(column)
     if not len(column):  # an empty array may have no buffers at all
         return np.zeros((0, cfg.num_perm), dtype=dtype.newbyteorder("=")), np.zeros(0, dtype=bool)
     valid = column.is_valid().to_numpy(zero_copy_only=False)

@@ -208,3 +208,20 @@ def test_no_kept_rows_gives_an_empty_decision_table(ray_session, records: pa.Tab
     out = run(ray_session, dropped, 2, CFG)
     assert out.stats.band_rows == 0
     assert out.decisions.count() == 0 and out.decisions.schema().base_schema == DECISION_SCHEMA
+
+
+def test_record_passes_map_within_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation import dedup_job
+
+    monkeypatch.setattr(dedup_job, "MAP_SLICE_ROWS", 4)
+    files = pa.concat_tables([pa.table({"x": np.arange(3)}), pa.table({"x": np.arange(3, 8)})])  # two files
+    seen: list[int] = []
+
+    def fn(part: pa.Table) -> pa.Table:
+        seen.append(part["x"].num_chunks)
+        return part.append_column("y", pa.array(part["x"].to_numpy() * 2))
+
+    out = dedup_job._in_slices(files, fn)
+    assert seen == [1, 1, 1]  # 3 | 4 + 1: a slice never joins two files' chunks
+    assert out["y"].to_pylist() == [2 * x for x in range(8)] and out["y"].num_chunks == 1
+    assert dedup_job._in_slices(files.slice(0, 0), fn).num_rows == 0
