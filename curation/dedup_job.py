@@ -67,6 +67,7 @@ from stages.dedup.identify import (
     cluster_members,
     edges_in_partition,
     bucket_range,
+    partition_of,
     signature_columns,
     sorted_by_bucket,
     verify_minhash_clusters,
@@ -309,15 +310,26 @@ def _resolve(
     columns = RECORD_COLUMNS + signature_columns(cfg)
     nodes_ref, labels_ref = ray.put(nodes), ray.put(labels)
     blocks = [_members_piece.remote(piece, columns, cfg, nodes_ref, labels_ref, partitions) for piece in records]
-    left, right = ray.put(unverified.a), ray.put(unverified.b)
     step = max(1, cfg.rows_per_partition // _SAMPLES_PER_PARTITION)
     resolved = _Resolved()
-    for q in range(partitions):
+    for q, (left, right) in enumerate(_edges_by_partition(unverified, nodes, labels, partitions)):
         table, meta = _resolve_partition.remote(q, resolver, cfg, left, right, step, *blocks)
         resolved.tables.append(table)
         resolved.meta.append(meta)
     resolved.meta = ray.get(resolved.meta)
     return resolved
+
+
+def _edges_by_partition(
+    edges: EdgeList, nodes: np.ndarray, labels: np.ndarray, partitions: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The edges' endpoints split by the cluster partition they fall in (both endpoints of an edge share a
+    cluster), so each partition task gets its own edges rather than every task all of them."""
+    cluster = labels[np.searchsorted(nodes, edges.a)]
+    part = partition_of(cluster, partitions)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    return [(edges.a[order[lo:hi]], edges.b[order[lo:hi]]) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 @ray.remote(num_returns=2)

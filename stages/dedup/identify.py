@@ -26,7 +26,7 @@ from stages.dedup.candidates import search_buckets
 from stages.dedup.components import components
 from stages.dedup.config import DedupConfig
 from stages.dedup.hexdigits import fixed_width_chars, hex_bytes
-from stages.dedup.minhash import is_empty_signature, jaccard_estimate, signature_view, signatures_from_arrow
+from stages.dedup.minhash import is_empty_signature, jaccard_of_rows, signature_view
 from stages.dedup.signatures import MINHASH, PHASH, PIXEL_HASH, hamming
 from stages.dedup.survivor import MEMBER_SCHEMA
 
@@ -285,22 +285,23 @@ def verify_minhash_clusters(members: pa.Table, left: np.ndarray, right: np.ndarr
     candidate = np.isin(keys, left) | np.isin(keys, right)
     if not candidate.any():
         return members
-    texts = members.filter(pa.array(candidate))
-    text_keys = texts["key"].to_numpy()
-    order = np.argsort(text_keys)
-    inside = np.isin(left, text_keys) & np.isin(right, text_keys)
-    a = order[np.searchsorted(text_keys, left[inside], sorter=order)]
-    b = order[np.searchsorted(text_keys, right[inside], sorter=order)]
-    signatures = signatures_from_arrow(texts["minhash"], cfg)
-    close = jaccard_estimate(signatures[a], signatures[b]) >= cfg.threshold
-    nodes, labels = components(text_keys[a[close]], text_keys[b[close]])
-    position = np.minimum(np.searchsorted(nodes, text_keys), max(len(nodes) - 1, 0))
-    linked = nodes[position] == text_keys if len(nodes) else np.zeros(len(text_keys), bool)
-    verified = texts.filter(pa.array(linked))
-    verified = verified.set_column(
-        verified.schema.get_field_index("cluster"), "cluster", pa.array(labels[position[linked]], pa.int64())
-    )
-    return pa.concat_tables([members.filter(pa.array(~candidate)), verified])
+    order = np.argsort(keys)
+    inside = np.isin(left, keys) & np.isin(right, keys)
+    a = order[np.searchsorted(keys, left[inside], sorter=order)]
+    b = order[np.searchsorted(keys, right[inside], sorter=order)]
+    # Rows a and b had band rows, so their signatures are not null: the view's null rows are never read.
+    signatures, _ = signature_view(members["minhash"], cfg)
+    close = jaccard_of_rows(signatures, a, b) >= cfg.threshold
+    nodes, labels = components(keys[a[close]], keys[b[close]])
+    linked = np.zeros(len(keys), bool)
+    cluster = members["cluster"].to_numpy()
+    if len(nodes):
+        position = np.minimum(np.searchsorted(nodes, keys), len(nodes) - 1)
+        linked = candidate & (nodes[position] == keys)
+        cluster = np.where(linked, labels[position], cluster)
+    out = members.set_column(members.schema.get_field_index("cluster"), "cluster", pa.array(cluster, pa.int64()))
+    stay = ~candidate | linked
+    return out if stay.all() else out.filter(pa.array(stay))
 
 
 def bucket_bounds(partitions: int) -> list[int]:

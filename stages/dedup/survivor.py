@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stages.dedup.config import DedupConfig
-from stages.dedup.minhash import jaccard_estimate, signatures_from_arrow
+from stages.dedup.minhash import jaccard_of_rows, signatures_from_arrow
 from stages.dedup.signatures import hamming
 
 DUP_EXACT = "dup_exact"
@@ -40,6 +40,8 @@ DECISION_SCHEMA = pa.schema(
 )
 # Inside the job decisions also carry the row key, to merge the duplicate and caption verdicts of a row.
 KEYED_DECISION_SCHEMA = DECISION_SCHEMA.insert(0, pa.field("key", pa.int64(), nullable=False))
+# json.dumps(..., ensure_ascii=False) builds a new encoder per call: a third of its time per survivor.
+_JSON = json.JSONEncoder(ensure_ascii=False)
 
 # The columns a cluster's members must bring (`cluster` is the component label).
 MEMBER_SCHEMA = pa.schema(
@@ -145,7 +147,7 @@ def _inherited_captions(clusters: _Clusters, limit: int) -> pa.Array:
         for survivor, sample_id, source, text in zip(survivor_of, ids, sources, captions):
             inherited.setdefault(survivor, []).append({"sample_id": sample_id, "source": source, "caption": text})
         for survivor, entries in inherited.items():
-            out[survivor] = json.dumps(entries, ensure_ascii=False)
+            out[survivor] = _JSON.encode(entries)
     return pa.array(out, pa.string())
 
 
@@ -174,7 +176,7 @@ def resolve_duplicate_clusters(members: pa.Table, cfg: DedupConfig) -> pa.Table:
     if text_only.any():
         minhash = signatures_from_arrow(c.ordered["minhash"], cfg)
         texts = np.flatnonzero(copy & text_only)
-        distance[texts] = jaccard_estimate(minhash[c.rows[texts]], minhash[survivor_rows[texts]])
+        distance[texts] = jaccard_of_rows(minhash, c.rows[texts], survivor_rows[texts])
     distance = np.where(text_only, distance, hamming_distance)
     return pa.table(
         {
@@ -202,7 +204,7 @@ def resolve_caption_clusters(members: pa.Table, cfg: DedupConfig) -> pa.Table:
     if overflow.any():
         minhash = signatures_from_arrow(c.ordered["minhash"], cfg)
         over = np.flatnonzero(overflow)
-        similarity[over] = jaccard_estimate(minhash[c.rows[over]], minhash[survivor_rows[over]])
+        similarity[over] = jaccard_of_rows(minhash, c.rows[over], survivor_rows[over])
     return pa.table(
         {
             "key": c.column("key"),

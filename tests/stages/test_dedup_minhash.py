@@ -149,3 +149,13 @@ def test_caption_stage_writes_the_column_for_kept_rows_only() -> None:
     np.testing.assert_array_equal(
         signatures_from_arrow(out[MINHASH], cfg)[0], datasketch_minhash("a red car on a road", cfg).hashvalues
     )
+
+
+def test_jaccard_of_rows_equals_the_pairwise_estimate(monkeypatch) -> None:
+    monkeypatch.setattr(minhash, "_PAIRS_PER_GATHER", 3)  # several gathers, the last one short
+    rng = np.random.default_rng(0)
+    signatures = rng.integers(0, 4, size=(20, 16), dtype=np.uint32)
+    a, b = rng.integers(0, 20, 10), rng.integers(0, 20, 10)
+    expected = jaccard_estimate(signatures[a], signatures[b])
+    assert np.array_equal(minhash.jaccard_of_rows(signatures, a, b), expected)
+    assert len(minhash.jaccard_of_rows(signatures, a[:0], b[:0])) == 0
