@@ -34,6 +34,12 @@ _CHUNK_SHINGLES = 8_192
 # Distinct shingles below which a hashlib call each beats DuckDB's ~1 ms per query (measured on alt-text:
 # DuckDB wins from ~2,000 captions a batch; the pipeline hands this stage 64 at a time).
 _DUCKDB_MIN_SHINGLES = 4_096
+# Captions in a batch from which the permutation minimum runs per shingle-count group (_minimum_by_width):
+# measured per caption on alt-text, reduceat 1.9 / 1.9 / 1.9 us and the groups 2.4 / 1.75 / 1.1 us at 64 /
+# 128 / 4,096 captions a batch.
+_WIDTH_MIN_CAPTIONS = 128
+# Values per permutation block of _minimum_by_width: 1 MiB of uint32 stays in cache.
+_BLOCK_VALUES = 1 << 18
 
 
 def normalise_caption(caption: str) -> str:
@@ -165,21 +171,61 @@ def minhash_captions(captions: Sequence[str | None] | pa.Array, cfg: DedupConfig
     mixed = _fmix(_hash_shingles(encoded.dictionary, cfg.minhash_scheme), 32 if dtype is np.uint32 else 64)
     flat = mixed[encoded.indices.to_numpy()]
     firsts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    ends = np.r_[firsts[1:], len(rows)]
-    values_buffer = np.empty((cfg.num_perm, _CHUNK_SHINGLES), dtype=dtype)
+    minimum = _minimum_by_width if len(firsts) >= _WIDTH_MIN_CAPTIONS else _minimum_by_reduceat
+    out[rows[firsts]] = minimum(flat, firsts, a, b)
+    return out
+
+
+def _minimum_by_reduceat(values: np.ndarray, firsts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per caption (its shingles' `values` start at `firsts`), the minimum of a * v + b over its shingles for
+    every permutation (a, b): shape (captions, num_perm). Few numpy calls: the way for small batches."""
+    out = np.empty((len(firsts), len(a)), dtype=values.dtype)
+    ends = np.r_[firsts[1:], len(values)]
+    values_buffer = np.empty((len(a), _CHUNK_SHINGLES), dtype=values.dtype)
     i = 0
     while i < len(firsts):
-        # Rows [i, j) whose shingles fit one chunk (at least one row, however long).
+        # Captions [i, j) whose shingles fit one chunk (at least one caption, however long).
         j = max(i + 1, int(np.searchsorted(ends, firsts[i] + _CHUNK_SHINGLES, side="right")))
         lo, hi = int(firsts[i]), int(ends[j - 1])
         # (num_perm, shingles): wraps mod 2^w as datasketch's does; the segmented minimum then runs along
         # contiguous rows, ~3x faster than over columns.
-        chunk = values_buffer[:, : hi - lo] if hi - lo <= _CHUNK_SHINGLES else np.empty((cfg.num_perm, hi - lo), dtype)
-        np.multiply(a[:, None], flat[None, lo:hi], out=chunk)
+        chunk = values_buffer[:, : hi - lo] if hi - lo <= _CHUNK_SHINGLES else np.empty((len(a), hi - lo), values.dtype)
+        np.multiply(a[:, None], values[None, lo:hi], out=chunk)
         np.add(chunk, b[:, None], out=chunk)
-        out[rows[firsts[i:j]]] = np.minimum.reduceat(chunk, firsts[i:j] - lo, axis=1).T
+        out[i:j] = np.minimum.reduceat(chunk, firsts[i:j] - lo, axis=1).T
         i = j
     return out
+
+
+def _minimum_by_width(values: np.ndarray, firsts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """_minimum_by_reduceat for batches of many captions. reduceat pays a call per caption and permutation
+    (~80% of the permutation step); here captions are grouped by shingle count, padded up to one of a few
+    widths by repeating their last shingle (a repeat leaves the minimum alone), and each group reduces a
+    (captions, width, num_perm) block along its width: contiguous SIMD minima, 1.5x faster at 31k captions."""
+    out = np.empty((len(firsts), len(a)), dtype=values.dtype)
+    counts = np.diff(np.append(firsts, len(values)))
+    widths = _pad_widths(int(counts.max()))
+    group = np.searchsorted(widths, counts)
+    order = np.argsort(group, kind="stable")
+    starts = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
+    for lo, hi in zip(starts, np.append(starts[1:], len(order))):
+        width = int(widths[group[order[lo]]])
+        step = max(1, _BLOCK_VALUES // (width * len(a)))
+        for start in range(lo, hi, step):
+            captions = order[start : min(start + step, hi)]
+            shingles = firsts[captions, None] + np.minimum(np.arange(width), counts[captions, None] - 1)
+            block = values[shingles][:, :, None] * a  # wraps mod 2^w as datasketch's does
+            block += b
+            out[captions] = block.min(axis=1)
+    return out
+
+
+def _pad_widths(longest: int) -> np.ndarray:
+    """1, 2, 3, 4, 6, 8, 12, 16, 24, ... up to `longest`: a caption is padded by at most half its count."""
+    widths = [1, 2, 3]
+    while widths[-1] < longest:
+        widths.append(2 * widths[-2])
+    return np.array(widths)
 
 
 def is_empty_signature(signatures: np.ndarray) -> np.ndarray:

@@ -50,8 +50,13 @@ def datasketch_minhash(caption: str, cfg: DedupConfig) -> MinHash:
     ids=["default", "affine64", "char5", "word1-256"],
 )
 @pytest.mark.parametrize("duckdb_from", [0, 10**9], ids=["duckdb-sha1", "hashlib-sha1"])
-def test_signatures_equal_datasketch(alttext: list[str], cfg: DedupConfig, duckdb_from: int, monkeypatch) -> None:
+@pytest.mark.parametrize("width_from", [0, 10**9], ids=["min-by-width", "min-by-reduceat"])
+def test_signatures_equal_datasketch(
+    alttext: list[str], cfg: DedupConfig, duckdb_from: int, width_from: int, monkeypatch
+) -> None:
     monkeypatch.setattr(minhash, "_DUCKDB_MIN_SHINGLES", duckdb_from)  # both ways of hashing a batch
+    monkeypatch.setattr(minhash, "_WIDTH_MIN_CAPTIONS", width_from)  # both ways of taking the minimum
+    monkeypatch.setattr(minhash, "_BLOCK_VALUES", 4096)  # several blocks per width group
     captions = alttext + ["", None, "!!!"]
     signatures = minhash_captions(captions, cfg)
     assert signatures.shape == (len(captions), cfg.num_perm)
@@ -59,7 +64,9 @@ def test_signatures_equal_datasketch(alttext: list[str], cfg: DedupConfig, duckd
         np.testing.assert_array_equal(signature, datasketch_minhash(caption or "", cfg).hashvalues)
 
 
-def test_long_caption_spanning_chunks_equals_datasketch() -> None:
+@pytest.mark.parametrize("width_from", [0, 10**9], ids=["min-by-width", "min-by-reduceat"])
+def test_long_caption_spanning_chunks_equals_datasketch(width_from: int, monkeypatch) -> None:
+    monkeypatch.setattr(minhash, "_WIDTH_MIN_CAPTIONS", width_from)
     cfg = DedupConfig()
     caption = " ".join(f"w{i}" for i in range(40_000))  # more shingles than one numpy chunk
     signatures = minhash_captions(["short one", caption, "another"], cfg)
