@@ -225,9 +225,10 @@ def _band_edges(records: list[Piece], cfg: DedupConfig, stats: DedupStats) -> Ed
 
 def _released(table: pa.Table) -> pa.Table:
     """`table`, after asking the Arrow memory pool to hand its free pages back to the OS. Ray's workers are
-    long-lived and Arrow's default pool (mimalloc) keeps a pass's high-water mark. Called where a worker's
-    kind of work changes (the first task of an exchange, the job's last tasks), not after every piece: the
-    next piece would fault the same pages back in (~0.05 s of a 0.25 s band piece)."""
+    long-lived and Arrow's default pool (mimalloc) keeps the job's high-water mark: the job's last tasks
+    (survivor rule, decision ranges) call this so that what runs next in those workers starts lean. Not
+    between the job's own tasks: the next task would fault the same pages back in (zeroing them took up
+    to 40% of a survivor-rule task's time)."""
     pa.default_memory_pool().release_unused()
     return table
 
@@ -252,7 +253,6 @@ def _band_piece(piece: pa.Table | list[str], columns: list[str], cfg: DedupConfi
 @ray.remote
 def _band_partition(lo: int, hi: int, cfg: DedupConfig, *blocks: pa.Table) -> dict:
     """The edges among the band rows whose bucket id is in [lo, hi), from every (bucket-sorted) band block."""
-    pa.default_memory_pool().release_unused()  # what the worker's previous task (a read) left behind
     parts = []
     for block in blocks:
         rows = bucket_range(block["bucket"].to_numpy(), lo, hi)
@@ -342,7 +342,6 @@ def _resolve_partition(
     step: int,
     *blocks: pa.Table,
 ) -> tuple[pa.Table, dict]:
-    pa.default_memory_pool().release_unused()  # what the worker's previous task (a read) left behind
     pieces = [block.filter(pc.equal(block["part"], part)) for block in blocks if block.num_rows]
     pieces = [piece.select(MEMBER_SCHEMA.names) for piece in pieces if piece.num_rows]
     if pieces:
