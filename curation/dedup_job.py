@@ -235,12 +235,9 @@ def _released(table: pa.Table) -> pa.Table:
 
 def _in_slices(records: pa.Table, fn: Callable[[pa.Table], pa.Table]) -> pa.Table:
     """fn over slices of at most MAP_SLICE_ROWS rows of a block, each within one chunk (one records file),
-    so that no column is copied to join chunks; outputs concatenated into one chunk per column (the
-    exchange tasks then read each output column as one array, without a copy)."""
+    so that no column is copied to join chunks; the outputs as one table (chunked, not copied)."""
     out = [fn(pa.Table.from_batches([batch])) for batch in records.to_batches(max_chunksize=MAP_SLICE_ROWS)]
-    if len(out) == 1:
-        return out[0]
-    return pa.concat_tables(out).combine_chunks() if out else fn(records)
+    return pa.concat_tables(out) if out else fn(records)
 
 
 @ray.remote(num_returns=2)
