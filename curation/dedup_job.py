@@ -225,10 +225,10 @@ def _band_edges(records: list[Piece], cfg: DedupConfig, stats: DedupStats) -> Ed
 
 def _released(table: pa.Table) -> pa.Table:
     """`table`, after asking the Arrow memory pool to hand its free pages back to the OS. Ray's workers are
-    long-lived and Arrow's default pool (mimalloc) keeps the job's high-water mark: the job's last tasks
-    (survivor rule, decision ranges) call this so that what runs next in those workers starts lean. Not
-    between the job's own tasks: the next task would fault the same pages back in (zeroing them took up
-    to 40% of a survivor-rule task's time)."""
+    long-lived and Arrow's default pool (mimalloc) keeps the job's high-water mark: the tasks that can end
+    the job (band exchange, survivor rule, decision ranges) call this at their end so that what runs next
+    in those workers starts lean. Not at the start of a task or after each piece of a record pass: the
+    next task would fault the same pages back in (zeroing them took up to 40% of a survivor-rule task)."""
     pa.default_memory_pool().release_unused()
     return table
 
@@ -258,7 +258,8 @@ def _band_partition(lo: int, hi: int, cfg: DedupConfig, *blocks: pa.Table) -> di
     empty = np.zeros(0, np.int64)
     if not parts:
         return {"a": empty, "b": empty, "space": empty.astype(np.int8), "pathological_buckets": 0, "largest_bucket": 0}
-    found = edges_in_partition(pa.concat_tables(parts), cfg)
+    # Released here too: a job whose rows have no duplicates ends with these tasks.
+    found = _released(edges_in_partition(pa.concat_tables(parts), cfg))
     partition_stats = found.filter(pc.is_null(found["a"]))
     found = found.filter(pc.is_valid(found["a"]))
     edges = EdgeList.distinct(*(found[name].to_numpy() for name in ("a", "b", "space")))
@@ -322,8 +323,10 @@ def _edges_by_partition(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The edges' endpoints split by the cluster partition they fall in (both endpoints of an edge share a
     cluster), so each partition task gets its own edges rather than every task all of them."""
-    cluster = labels[np.searchsorted(nodes, edges.a)]
-    part = partition_of(cluster, partitions)
+    position = np.minimum(np.searchsorted(nodes, edges.a), max(len(nodes) - 1, 0))
+    if len(edges.a) and (nodes[position] != edges.a).any():
+        raise ValueError("an unverified edge's endpoint is not among the clustered nodes")
+    part = partition_of(labels[position], partitions)
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(partitions + 1))
     return [(edges.a[order[lo:hi]], edges.b[order[lo:hi]]) for lo, hi in zip(bounds[:-1], bounds[1:])]

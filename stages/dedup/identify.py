@@ -26,7 +26,7 @@ from stages.dedup.candidates import search_buckets
 from stages.dedup.components import components
 from stages.dedup.config import DedupConfig
 from stages.dedup.hexdigits import fixed_width_chars, hex_bytes
-from stages.dedup.minhash import is_empty_signature, jaccard_of_rows, signature_view
+from stages.dedup.minhash import is_empty_signature, jaccard_of_rows, signature_view, signatures_from_arrow
 from stages.dedup.signatures import MINHASH, PHASH, PIXEL_HASH, hamming
 from stages.dedup.survivor import MEMBER_SCHEMA
 
@@ -289,8 +289,8 @@ def verify_minhash_clusters(members: pa.Table, left: np.ndarray, right: np.ndarr
     inside = np.isin(left, keys) & np.isin(right, keys)
     a = order[np.searchsorted(keys, left[inside], sorter=order)]
     b = order[np.searchsorted(keys, right[inside], sorter=order)]
-    # Rows a and b had band rows, so their signatures are not null: the view's null rows are never read.
-    signatures, _ = signature_view(members["minhash"], cfg)
+    # Null rows read as empty signatures (a view, no copy, when there are none).
+    signatures = signatures_from_arrow(members["minhash"], cfg)
     close = jaccard_of_rows(signatures, a, b) >= cfg.threshold
     nodes, labels = components(keys[a[close]], keys[b[close]])
     linked = np.zeros(len(keys), bool)

@@ -225,3 +225,19 @@ def test_record_passes_map_within_chunks(monkeypatch: pytest.MonkeyPatch) -> Non
     assert seen == [1, 1, 1]  # 3 | 4 + 1: a slice never joins two files' chunks
     assert out["y"].to_pylist() == [2 * x for x in range(8)]
     assert dedup_job._in_slices(files.slice(0, 0), fn).num_rows == 0
+
+
+def test_unverified_edges_go_to_their_clusters_partition() -> None:
+    from curation.dedup_job import _edges_by_partition
+    from stages.dedup.components import EdgeList
+    from stages.dedup.identify import partition_of
+
+    nodes, labels = np.array([1, 2, 5, 6, 9]), np.array([1, 1, 5, 5, 1])
+    edges = EdgeList(np.array([1, 5, 2]), np.array([2, 6, 9]), np.zeros(3, np.int8))
+    split = _edges_by_partition(edges, nodes, labels, 3)
+    assert len(split) == 3 and sum(len(a) for a, _ in split) == 3
+    for q, (a, b) in enumerate(split):
+        assert all(partition_of(np.array([labels[list(nodes).index(x)]]), 3)[0] == q for x in a)
+    assert [len(a) for a, _ in _edges_by_partition(EdgeList(nodes[:0], nodes[:0], np.zeros(0, np.int8)), nodes, labels, 2)] == [0, 0]
+    with pytest.raises(ValueError, match="not among the clustered nodes"):
+        _edges_by_partition(EdgeList(np.array([3]), np.array([10]), np.zeros(1, np.int8)), nodes, labels, 2)

@@ -56,6 +56,7 @@ def test_signatures_equal_datasketch(
 ) -> None:
     monkeypatch.setattr(minhash, "_DUCKDB_MIN_SHINGLES", duckdb_from)  # both ways of hashing a batch
     monkeypatch.setattr(minhash, "_WIDTH_MIN_CAPTIONS", width_from)  # both ways of taking the minimum
+    monkeypatch.setattr(minhash, "_WIDTH_MAX_MEAN_SHINGLES", 10**9)
     monkeypatch.setattr(minhash, "_BLOCK_VALUES", 4096)  # several blocks per width group
     captions = alttext + ["", None, "!!!"]
     signatures = minhash_captions(captions, cfg)
@@ -67,6 +68,7 @@ def test_signatures_equal_datasketch(
 @pytest.mark.parametrize("width_from", [0, 10**9], ids=["min-by-width", "min-by-reduceat"])
 def test_long_caption_spanning_chunks_equals_datasketch(width_from: int, monkeypatch) -> None:
     monkeypatch.setattr(minhash, "_WIDTH_MIN_CAPTIONS", width_from)
+    monkeypatch.setattr(minhash, "_WIDTH_MAX_MEAN_SHINGLES", 10**9)
     cfg = DedupConfig()
     caption = " ".join(f"w{i}" for i in range(40_000))  # more shingles than one numpy chunk
     signatures = minhash_captions(["short one", caption, "another"], cfg)
@@ -166,3 +168,15 @@ def test_jaccard_of_rows_equals_the_pairwise_estimate(monkeypatch) -> None:
     expected = jaccard_estimate(signatures[a], signatures[b])
     assert np.array_equal(minhash.jaccard_of_rows(signatures, a, b), expected)
     assert len(minhash.jaccard_of_rows(signatures, a[:0], b[:0])) == 0
+
+
+def test_long_captions_keep_the_reduceat_minimum(monkeypatch) -> None:
+    monkeypatch.setattr(minhash, "_WIDTH_MIN_CAPTIONS", 0)
+
+    def refuse(*args):  # padding 40-shingle captions costs more than reduceat's calls
+        raise AssertionError("width path chosen for long captions")
+
+    monkeypatch.setattr(minhash, "_minimum_by_width", refuse)
+    captions = [" ".join(f"w{i + j}" for j in range(41)) for i in range(200)]
+    cfg = DedupConfig()
+    np.testing.assert_array_equal(minhash_captions(captions, cfg)[0], datasketch_minhash(captions[0], cfg).hashvalues)
